@@ -1,1 +1,12 @@
+//! hubcap: consume Azure Event Hubs and archive every event durably, Capture-style.
 
+pub mod backoff;
+pub mod balance;
+pub mod checkpoint;
+pub mod config;
+pub mod eventhubs;
+pub mod partition;
+pub mod runtime;
+pub mod secret;
+pub mod sink;
+pub mod supervisor;

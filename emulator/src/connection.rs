@@ -300,11 +300,7 @@ type StaticLinkAcceptor = LinkAcceptor<
     fn(fe2o3_amqp::types::messaging::Target) -> Option<fe2o3_amqp::types::messaging::Target>,
 >;
 
-fn link_acceptor(
-    shared: &Shared,
-    attach: &Attach,
-    plan: &LinkPlan,
-) -> StaticLinkAcceptor {
+fn link_acceptor(shared: &Shared, attach: &Attach, plan: &LinkPlan) -> StaticLinkAcceptor {
     let mut builder = LinkAcceptor::builder()
         .properties(server_properties(shared))
         .initial_delivery_count(0)

@@ -1,0 +1,318 @@
+//! The load-balancing plan: which partitions this instance should claim this cycle.
+//!
+//! A pure function of the partition list, the ownership records, this instance's id, the time,
+//! the expiration and the strategy, with the random choices drawn from an injected source, so
+//! every case can be tested exactly. It follows the official Python processor's algorithm so
+//! hubcap and SDK processors converge when they share a consumer group:
+//!
+//! - an ownership is active if it was written less than `ownership_expiration` ago and names an
+//!   owner; this instance always counts as an active owner;
+//! - `min = partitions / owners`, `max = ceil(partitions / owners)`;
+//! - every partition this instance owns is renewed;
+//! - below `max`: claim unowned, expired or released partitions, one per cycle (`balanced`) or
+//!   up to `max` (`greedy`);
+//! - nothing claimable and below `min`: steal one partition from the owner holding the most.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::checkpoint::{Ownership, OwnershipClaim};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// One new partition per cycle: slower to converge, fewer ownership changes on deploys.
+    #[default]
+    Balanced,
+    /// Everything this instance is due in one cycle.
+    Greedy,
+}
+
+/// What this instance should write this cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Renewals of partitions it owns (with their current versions).
+    pub renewals: Vec<OwnershipClaim>,
+    /// New partitions: unowned, expired, released, or stolen.
+    pub claims: Vec<OwnershipClaim>,
+    /// The partition id in `claims` that is taken from a live owner, if any.
+    pub stolen: Option<String>,
+}
+
+impl Plan {
+    pub fn all_claims(&self) -> Vec<OwnershipClaim> {
+        self.renewals.iter().chain(&self.claims).cloned().collect()
+    }
+}
+
+pub struct BalanceInput<'a> {
+    pub partition_ids: &'a [String],
+    pub ownerships: &'a [Ownership],
+    pub me: &'a str,
+    pub now: SystemTime,
+    pub ownership_expiration: Duration,
+    pub strategy: Strategy,
+}
+
+pub fn plan(input: &BalanceInput<'_>, rng: &mut impl Rng) -> Plan {
+    let by_partition: HashMap<&str, &Ownership> = input
+        .ownerships
+        .iter()
+        .map(|o| (o.partition_id.as_str(), o))
+        .collect();
+    let is_active = |o: &Ownership| {
+        !o.owner_id.is_empty()
+            && input
+                .now
+                .duration_since(o.last_modified)
+                .map_or(true, |age| age < input.ownership_expiration)
+    };
+    // Partitions per active owner; BTreeMap keeps the steal choice deterministic on ties.
+    let mut owned_by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    owned_by.entry(input.me).or_default();
+    let mut claimable: Vec<&Ownership> = Vec::new();
+    let mut unrecorded: Vec<&str> = Vec::new();
+    for id in input.partition_ids {
+        match by_partition.get(id.as_str()) {
+            Some(o) if is_active(o) => owned_by.entry(o.owner_id.as_str()).or_default().push(id),
+            Some(o) => claimable.push(o),
+            None => unrecorded.push(id),
+        }
+    }
+    let mine: Vec<&str> = owned_by.get(input.me).cloned().unwrap_or_default();
+    let mut plan = Plan {
+        renewals: mine
+            .iter()
+            .map(|id| {
+                claim(
+                    input.me,
+                    id,
+                    by_partition.get(id).map(|o| o.version.clone()),
+                )
+            })
+            .collect(),
+        ..Plan::default()
+    };
+    let partitions = input.partition_ids.len();
+    let owners = owned_by.len();
+    let min = partitions / owners;
+    let max = partitions.div_ceil(owners);
+    let own = mine.len();
+    if own >= max {
+        return plan;
+    }
+    let mut candidates: Vec<OwnershipClaim> = unrecorded
+        .iter()
+        .map(|id| claim(input.me, id, None))
+        .chain(
+            claimable
+                .iter()
+                .map(|o| claim(input.me, &o.partition_id, Some(o.version.clone()))),
+        )
+        .collect();
+    if !candidates.is_empty() {
+        candidates.shuffle(rng);
+        let wanted = match input.strategy {
+            Strategy::Balanced => 1,
+            Strategy::Greedy => max - own,
+        };
+        candidates.truncate(wanted);
+        plan.claims = candidates;
+        return plan;
+    }
+    if own < min {
+        let richest = owned_by
+            .iter()
+            .filter(|(owner, _)| **owner != input.me)
+            .max_by_key(|(_, ids)| ids.len());
+        if let Some((_, ids)) = richest {
+            if let Some(id) = ids.choose(rng) {
+                let version = by_partition.get(id).map(|o| o.version.clone());
+                plan.claims.push(claim(input.me, id, version));
+                plan.stolen = Some((*id).to_owned());
+            }
+        }
+    }
+    plan
+}
+
+fn claim(me: &str, partition_id: &str, version: Option<String>) -> OwnershipClaim {
+    OwnershipClaim {
+        partition_id: partition_id.to_owned(),
+        owner_id: me.to_owned(),
+        version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const EXPIRATION: Duration = Duration::from_secs(60);
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+    }
+
+    /// One character per partition: `.` unowned, a letter = active owner, an upper-case letter
+    /// = that owner's record has expired, `_` = released.
+    fn fixture(layout: &str) -> (Vec<String>, Vec<Ownership>) {
+        let ids: Vec<String> = (0..layout.len()).map(|i| i.to_string()).collect();
+        let ownerships = layout
+            .chars()
+            .enumerate()
+            .filter(|(_, c)| *c != '.')
+            .map(|(i, c)| {
+                let (owner, age) = match c {
+                    '_' => (String::new(), 1),
+                    c if c.is_ascii_uppercase() => (c.to_ascii_lowercase().to_string(), 120),
+                    c => (c.to_string(), 1),
+                };
+                Ownership {
+                    partition_id: i.to_string(),
+                    owner_id: owner,
+                    last_modified: now() - Duration::from_secs(age),
+                    version: format!("v{i}"),
+                }
+            })
+            .collect();
+        (ids, ownerships)
+    }
+
+    fn run(layout: &str, me: &str, strategy: Strategy, seed: u64) -> Plan {
+        let (ids, ownerships) = fixture(layout);
+        plan(
+            &BalanceInput {
+                partition_ids: &ids,
+                ownerships: &ownerships,
+                me,
+                now: now(),
+                ownership_expiration: EXPIRATION,
+                strategy,
+            },
+            &mut StdRng::seed_from_u64(seed),
+        )
+    }
+
+    fn claimed(plan: &Plan) -> Vec<&str> {
+        plan.claims
+            .iter()
+            .map(|c| c.partition_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn alone_greedy_claims_everything_balanced_claims_one() {
+        let greedy = run("....", "a", Strategy::Greedy, 1);
+        assert_eq!(greedy.claims.len(), 4);
+        assert!(greedy.claims.iter().all(|c| c.version.is_none()));
+        let balanced = run("....", "a", Strategy::Balanced, 1);
+        assert_eq!(balanced.claims.len(), 1);
+    }
+
+    #[test]
+    fn renews_every_owned_partition_with_its_version() {
+        let plan = run("aab.", "a", Strategy::Balanced, 1);
+        let renewed: Vec<_> = plan
+            .renewals
+            .iter()
+            .map(|c| (c.partition_id.as_str(), c.version.as_deref()))
+            .collect();
+        assert_eq!(renewed, vec![("0", Some("v0")), ("1", Some("v1"))]);
+        // 4 partitions, 2 owners: a is at max, so no new claim.
+        assert!(plan.claims.is_empty());
+    }
+
+    #[test]
+    fn expired_and_released_partitions_are_claimable_with_their_versions() {
+        let plan = run("B_bb", "a", Strategy::Greedy, 3);
+        let mut ids = claimed(&plan);
+        ids.sort();
+        assert_eq!(ids, vec!["0", "1"]);
+        assert!(plan.claims.iter().all(|c| c.version.is_some()));
+        assert_eq!(plan.stolen, None);
+    }
+
+    #[test]
+    fn below_min_with_nothing_free_steals_one_from_the_richest() {
+        let plan = run("bbbbbbcc", "a", Strategy::Greedy, 7);
+        assert_eq!(plan.claims.len(), 1);
+        let stolen = plan.stolen.clone().unwrap();
+        assert!(["0", "1", "2", "3", "4", "5"].contains(&stolen.as_str()));
+        assert_eq!(
+            plan.claims[0].version.as_deref(),
+            Some(format!("v{stolen}").as_str())
+        );
+    }
+
+    #[test]
+    fn at_min_does_not_steal() {
+        // 7 partitions, 2 owners: min 3, max 4; a has 3 and nothing is free.
+        let plan = run("aaabbbb", "a", Strategy::Greedy, 1);
+        assert!(plan.claims.is_empty());
+        assert_eq!(plan.renewals.len(), 3);
+    }
+
+    #[test]
+    fn three_instances_converge_to_six_five_five_and_stay_put() {
+        // Simulate cycles: each instance plans against the same records, claims succeed.
+        let ids: Vec<String> = (0..16).map(|i| i.to_string()).collect();
+        let mut records: HashMap<String, Ownership> = HashMap::new();
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut changes_after_convergence = 0;
+        let mut converged_at = None;
+        for cycle in 0..60 {
+            for me in ["a", "b", "c"] {
+                let ownerships: Vec<Ownership> = records.values().cloned().collect();
+                let p = plan(
+                    &BalanceInput {
+                        partition_ids: &ids,
+                        ownerships: &ownerships,
+                        me,
+                        now: now(),
+                        ownership_expiration: EXPIRATION,
+                        strategy: Strategy::Balanced,
+                    },
+                    &mut rng,
+                );
+                for c in &p.claims {
+                    if converged_at.is_some() {
+                        changes_after_convergence += 1;
+                    }
+                    records.insert(
+                        c.partition_id.clone(),
+                        Ownership {
+                            partition_id: c.partition_id.clone(),
+                            owner_id: me.to_owned(),
+                            last_modified: now(),
+                            version: format!("{cycle}"),
+                        },
+                    );
+                }
+            }
+            let mut counts: Vec<usize> = ["a", "b", "c"]
+                .iter()
+                .map(|me| records.values().filter(|o| o.owner_id == *me).count())
+                .collect();
+            counts.sort();
+            if counts == vec![5, 5, 6] && converged_at.is_none() {
+                converged_at = Some(cycle);
+            }
+        }
+        let converged_at = converged_at.expect("never converged");
+        assert!(converged_at <= 12, "converged only at cycle {converged_at}");
+        assert_eq!(changes_after_convergence, 0);
+    }
+
+    #[test]
+    fn same_seed_same_plan() {
+        assert_eq!(
+            run("....bbbb", "a", Strategy::Greedy, 9),
+            run("....bbbb", "a", Strategy::Greedy, 9)
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! `[eventhub]`: the connection (a connection string, or a namespace and an Entra ID
+//! credential), the hub and consumer group, where to start, and link tuning.
+
+use std::time::{Duration, SystemTime};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::reader::{Ctx, Lookup, Section};
+use super::suggest::did_you_mean;
+use super::{credential, EventHubConfig, EventHubConnection, StartPosition};
+use crate::eventhubs::connection_string::ConnectionString;
+
+pub(super) const KEYS: &[&str] = &[
+    "connection_string",
+    "connection_string_file",
+    "fully_qualified_namespace",
+    "credential",
+    "name",
+    "consumer_group",
+    "start_position",
+    "prefetch",
+    "owner_level",
+    "token_lifetime",
+    "ca_file",
+    "connect_timeout",
+    "retry_min_backoff",
+    "retry_max_backoff",
+];
+
+const DEFAULT_CONSUMER_GROUP: &str = "$Default";
+const DEFAULT_PREFETCH: u32 = 300;
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_RETRY_MIN_BACKOFF: Duration = Duration::from_millis(200);
+const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// What reading the connection keys told about the hub name.
+enum EntityPath {
+    /// The connection is known: the connection string's `EntityPath`, if it has one.
+    Known(Option<String>),
+    /// The connection string was unusable, so whether it names the hub is unknown.
+    Unknown,
+}
+
+pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfig> {
+    let (connection, entity_path) = connection(ctx, &mut section);
+    let name = hub_name(ctx, &mut section, entity_path);
+    let consumer_group = match section.take("consumer_group") {
+        Some(entry) => ctx.name(&entry).and_then(|group| {
+            let check = check_consumer_group(&group);
+            ctx.checked(&entry, group, check)
+        }),
+        None => Some(DEFAULT_CONSUMER_GROUP.to_owned()),
+    };
+    let start_position = match section.take("start_position") {
+        Some(entry) => ctx.string(&entry).and_then(|text| {
+            parse_start_position(&text)
+                .map_err(|message| ctx.error(&entry.key, entry.line, message))
+                .ok()
+        }),
+        None => Some(StartPosition::Earliest),
+    };
+    let prefetch = section.integer(ctx, "prefetch", DEFAULT_PREFETCH.into(), 1..=5000);
+    let owner_level = section.integer(ctx, "owner_level", 0, 0..=i64::MAX);
+    let token_lifetime = section.duration(
+        ctx,
+        "token_lifetime",
+        DEFAULT_TOKEN_LIFETIME,
+        5 * SECOND..=24 * HOUR,
+    );
+    let ca_file = section.take("ca_file").and_then(|entry| {
+        let path = ctx.path(&entry)?;
+        if path.is_file() {
+            return Some(path);
+        }
+        ctx.error(
+            &entry.key,
+            entry.line,
+            format!("file {path:?} does not exist"),
+        );
+        None
+    });
+    let connect_timeout = section.duration(
+        ctx,
+        "connect_timeout",
+        DEFAULT_CONNECT_TIMEOUT,
+        SECOND..=10 * MINUTE,
+    );
+    let retry_min_backoff = section.duration(
+        ctx,
+        "retry_min_backoff",
+        DEFAULT_RETRY_MIN_BACKOFF,
+        Duration::from_millis(1)..=MINUTE,
+    );
+    let max_backoff_entry = section.take("retry_max_backoff");
+    let retry_max_backoff = match &max_backoff_entry {
+        Some(entry) => ctx.duration(entry, Duration::from_millis(1)..=HOUR),
+        None => Some(DEFAULT_RETRY_MAX_BACKOFF),
+    };
+    if let Some(max) = retry_max_backoff.filter(|max| *max < retry_min_backoff) {
+        let line = section
+            .line_of("retry_max_backoff")
+            .or(section.line_of("retry_min_backoff"));
+        let message = format!(
+            "retry_max_backoff ({}) must not be shorter than retry_min_backoff ({})",
+            super::units::format_duration(max),
+            super::units::format_duration(retry_min_backoff)
+        );
+        ctx.error(&section.key("retry_max_backoff"), line, message);
+    }
+    section.finish(ctx, KEYS, &[], "");
+    Some(EventHubConfig {
+        connection: connection?,
+        name: name?,
+        consumer_group: consumer_group?,
+        start_position: start_position?,
+        prefetch: u32::try_from(prefetch).ok()?,
+        owner_level,
+        token_lifetime,
+        ca_file,
+        connect_timeout,
+        retry_min_backoff,
+        retry_max_backoff: retry_max_backoff?,
+    })
+}
+
+/// Exactly one of: `connection_string`, `connection_string_file`, or
+/// `fully_qualified_namespace` with `credential`.
+fn connection(ctx: &mut Ctx, section: &mut Section) -> (Option<EventHubConnection>, EntityPath) {
+    let connection_string = section.secret_or_file(ctx, "connection_string");
+    let namespace = section.take("fully_qualified_namespace");
+    let credential = section.take("credential");
+    if !matches!(connection_string, Lookup::Absent) {
+        if let Some(other) = namespace.as_ref().or(credential.as_ref()) {
+            let message = "connection_string and fully_qualified_namespace/credential are \
+                           exclusive; set one";
+            ctx.error(&other.key, other.line, message);
+            return (None, EntityPath::Unknown);
+        }
+    }
+    match connection_string {
+        Lookup::Present((secret, entry)) => match ConnectionString::parse(secret.expose()) {
+            Ok(parsed) => (
+                Some(EventHubConnection::ConnectionString(secret)),
+                EntityPath::Known(parsed.entity_path),
+            ),
+            Err(error) => {
+                ctx.error(&entry.key, entry.line, error.to_string());
+                (None, EntityPath::Unknown)
+            }
+        },
+        Lookup::Invalid => (None, EntityPath::Unknown),
+        Lookup::Absent => match (namespace, credential) {
+            (Some(namespace), Some(credential)) => {
+                let host = ctx.name(&namespace).and_then(|host| {
+                    let check = check_namespace(&host);
+                    ctx.checked(&namespace, host, check)
+                });
+                let credential = credential::parse(ctx, &credential);
+                let connection =
+                    host.zip(credential)
+                        .map(|(host, credential)| EventHubConnection::Credential {
+                            fully_qualified_namespace: host,
+                            credential,
+                        });
+                (connection, EntityPath::Known(None))
+            }
+            (Some(namespace), None) => {
+                let message = "fully_qualified_namespace needs a credential, such as \
+                               credential = { type = \"workload_identity\" }";
+                ctx.error(&namespace.key, namespace.line, message);
+                (None, EntityPath::Known(None))
+            }
+            (None, Some(credential)) => {
+                let message = "credential needs fully_qualified_namespace";
+                ctx.error(&credential.key, credential.line, message);
+                (None, EntityPath::Known(None))
+            }
+            (None, None) => {
+                let message = "no connection: set connection_string, connection_string_file, \
+                               or fully_qualified_namespace with credential";
+                ctx.error(&section.path, section.line, message);
+                (None, EntityPath::Known(None))
+            }
+        },
+    }
+}
+
+/// The `name` key, else the connection string's `EntityPath`; both must agree.
+fn hub_name(ctx: &mut Ctx, section: &mut Section, entity_path: EntityPath) -> Option<String> {
+    let Some(entry) = section.take("name") else {
+        return match entity_path {
+            EntityPath::Known(Some(path)) => Some(path),
+            EntityPath::Known(None) => {
+                let message = "missing hub name: set name, or use a connection string with \
+                               EntityPath";
+                ctx.error(&section.key("name"), section.line, message);
+                None
+            }
+            EntityPath::Unknown => None,
+        };
+    };
+    let name = ctx.name(&entry)?;
+    let check = check_entity_name("hub name", &name);
+    let name = ctx.checked(&entry, name, check)?;
+    match entity_path {
+        EntityPath::Known(Some(path)) if path != name => {
+            let message = format!(
+                "name {name:?} differs from the connection string's EntityPath {path:?}; \
+                 remove one"
+            );
+            ctx.error(&entry.key, entry.line, message);
+            None
+        }
+        _ => Some(name),
+    }
+}
+
+/// Event Hubs entity names: letters, digits, `.`, `-`, `_`, starting and ending with a letter or
+/// digit, at most 256 characters.
+fn check_entity_name(what: &str, name: &str) -> Result<(), String> {
+    let alphanumeric_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let allowed = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if alphanumeric_ends && allowed && name.len() <= 256 {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} {name:?}: use letters, digits, '.', '-' and '_', starting and \
+             ending with a letter or digit"
+        ))
+    }
+}
+
+fn check_consumer_group(group: &str) -> Result<(), String> {
+    if group.eq_ignore_ascii_case(DEFAULT_CONSUMER_GROUP) {
+        return Ok(());
+    }
+    check_entity_name("consumer group", group)
+}
+
+/// A host name, optionally with `:port`, without scheme or path.
+fn check_namespace(host: &str) -> Result<(), String> {
+    let expected = "expected a host name such as \"mynamespace.servicebus.windows.net\"";
+    if host.contains("://") || host.contains('/') {
+        return Err(format!(
+            "{expected}, without scheme or path; found {host:?}"
+        ));
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok());
+    if name_ok && port_ok {
+        Ok(())
+    } else {
+        Err(format!("{expected}, found {host:?}"))
+    }
+}
+
+/// `earliest`, `latest`, `seq:<N>` or `time:<RFC 3339>`.
+pub(super) fn parse_start_position(text: &str) -> Result<StartPosition, String> {
+    match text {
+        "earliest" => return Ok(StartPosition::Earliest),
+        "latest" => return Ok(StartPosition::Latest),
+        _ => {}
+    }
+    if let Some(number) = text.strip_prefix("seq:") {
+        return match number.trim().parse::<i64>() {
+            Ok(number) if number >= 0 => Ok(StartPosition::SequenceNumber(number)),
+            _ => Err(format!(
+                "invalid start_position {text:?}: expected seq:<sequence number>, a whole \
+                 number of at least 0"
+            )),
+        };
+    }
+    if let Some(moment) = text.strip_prefix("time:") {
+        return match OffsetDateTime::parse(moment.trim(), &Rfc3339) {
+            Ok(moment) => Ok(StartPosition::EnqueuedTime(SystemTime::from(moment))),
+            Err(_) => Err(format!(
+                "invalid start_position {text:?}: expected time:<RFC 3339 time>, such as \
+                 time:2024-05-01T00:00:00Z"
+            )),
+        };
+    }
+    let expected = "expected \"earliest\", \"latest\", \"seq:<sequence number>\" or \
+                    \"time:<RFC 3339 time>\"";
+    match did_you_mean(text, &["earliest", "latest"]) {
+        Some(near) => Err(format!(
+            "unknown start_position {text:?}; did you mean \"{near}\"? ({expected})"
+        )),
+        None => Err(format!("unknown start_position {text:?}; {expected}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_in_every_form() {
+        assert_eq!(
+            parse_start_position("earliest"),
+            Ok(StartPosition::Earliest)
+        );
+        assert_eq!(parse_start_position("latest"), Ok(StartPosition::Latest));
+        assert_eq!(
+            parse_start_position("seq:42"),
+            Ok(StartPosition::SequenceNumber(42))
+        );
+        let expected = SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_521_600);
+        assert_eq!(
+            parse_start_position("time:2024-05-01T00:00:00Z"),
+            Ok(StartPosition::EnqueuedTime(expected))
+        );
+        assert_eq!(
+            parse_start_position("time:2024-05-01T02:00:00+02:00"),
+            Ok(StartPosition::EnqueuedTime(expected))
+        );
+    }
+
+    #[test]
+    fn bad_start_positions_say_what_is_expected() {
+        let cases = [
+            ("earlist", "did you mean \"earliest\"?"),
+            ("seq:-1", "expected seq:<sequence number>"),
+            ("seq:abc", "expected seq:<sequence number>"),
+            ("time:yesterday", "expected time:<RFC 3339 time>"),
+            ("time:2024-05-01", "expected time:<RFC 3339 time>"),
+            ("beginning", "expected \"earliest\", \"latest\""),
+        ];
+        for (text, expected) in cases {
+            let error = parse_start_position(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn entity_and_namespace_names() {
+        assert!(check_entity_name("hub name", "telemetry-2.raw_x").is_ok());
+        assert!(check_entity_name("hub name", "-telemetry").is_err());
+        assert!(check_entity_name("hub name", "tele/metry").is_err());
+        assert!(check_consumer_group("$Default").is_ok());
+        assert!(check_consumer_group("$other").is_err());
+        assert!(check_namespace("ns.servicebus.windows.net").is_ok());
+        assert!(check_namespace("localhost:5672").is_ok());
+        let scheme = check_namespace("sb://ns.servicebus.windows.net/").unwrap_err();
+        assert!(scheme.contains("without scheme"), "{scheme}");
+        assert!(check_namespace("ns:port").is_err());
+    }
+}

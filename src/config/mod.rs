@@ -1,0 +1,431 @@
+//! The configuration file: its schema, defaults, `${VAR}` substitution, `*_file` secrets, and a
+//! validation pass that reports every problem at once, each with its key and line.
+//!
+//! [`parse`] is pure apart from reading `*_file` secrets and checking that `ca_file` exists;
+//! [`load`] adds reading the file and the process environment. Whether the hub, the storage
+//! account or the credentials actually work is not checked here: that needs the network.
+//!
+//! - `reader.rs` walks the TOML document and turns values into typed settings or errors
+//! - `eventhub.rs`, `storage.rs`, `sink.rs`, `sections.rs` read one section each
+//! - `path_format.rs` checks archive path templates; `units.rs` durations and sizes
+//! - `env.rs` substitution and secret files; `suggest.rs` did-you-mean
+
+mod credential;
+mod env;
+mod eventhub;
+mod path_format;
+mod reader;
+mod sections;
+mod sink;
+mod storage;
+mod suggest;
+mod units;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::checkpoint::NameCase;
+use crate::secret::Secret;
+use reader::{Ctx, Section};
+
+pub use path_format::{DEFAULT_PATH_FORMAT, PATH_FORMAT_TOKENS};
+
+/// The whole configuration, every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[eventhub]`: which hub to read and how.
+    pub eventhub: EventHubConfig,
+    /// `[checkpoint_store]`: where ownership and checkpoints live.
+    pub checkpoint_store: CheckpointStoreConfig,
+    /// `[load_balancing]`: how instances share the partitions.
+    pub load_balancing: LoadBalancingConfig,
+    /// `[sink]`: where events are archived.
+    pub sink: SinkConfig,
+    /// `[http]`: the health and metrics endpoint.
+    pub http: HttpConfig,
+    /// `[log]`: log format and filter.
+    pub log: LogConfig,
+    /// `[shutdown]`: how long a drain may take.
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventHubConfig {
+    /// How to reach and authenticate to the namespace.
+    pub connection: EventHubConnection,
+    /// Event hub name: the `name` key, else the connection string's `EntityPath`.
+    pub name: String,
+    /// Consumer group whose position hubcap keeps.
+    pub consumer_group: String,
+    /// Where to start in a partition that has no checkpoint yet.
+    pub start_position: StartPosition,
+    /// Link credit: events the service may send ahead of processing.
+    pub prefetch: u32,
+    /// Receiver epoch; 0 lets instances take partitions from each other through the store.
+    pub owner_level: i64,
+    /// Lifetime of the SAS tokens hubcap signs; refreshed well before expiry.
+    pub token_lifetime: Duration,
+    /// Extra PEM trust root for `amqps`, for a TLS-terminating proxy or a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Limit for opening the connection, CBS authorisation and a link.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles up to `retry_max_backoff`, with full jitter.
+    pub retry_min_backoff: Duration,
+    /// Cap on the reconnect delay.
+    pub retry_max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventHubConnection {
+    /// An Event Hubs connection string (SAS key or signature), already checked to parse.
+    ConnectionString(Secret),
+    /// Entra ID: a namespace host and a credential that yields tokens for it.
+    Credential {
+        /// `<namespace>.servicebus.windows.net`, optionally with `:port`.
+        fully_qualified_namespace: String,
+        credential: CredentialConfig,
+    },
+}
+
+/// An Entra ID credential (azure_identity), written as `credential = { type = "..." }`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CredentialConfig {
+    /// Kubernetes workload identity: the federated token file and the `AZURE_*` variables.
+    WorkloadIdentity,
+    /// The VM's or pod's managed identity; `client_id` picks a user-assigned one.
+    ManagedIdentity { client_id: Option<String> },
+    /// The signed-in Azure CLI user, for development.
+    AzureCli,
+    /// An app registration's client secret.
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        client_secret: Secret,
+    },
+}
+
+/// Where to start reading a partition that has no checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest event still retained.
+    Earliest,
+    /// Only events enqueued after the receiver opens.
+    Latest,
+    /// The event with this sequence number (inclusive).
+    SequenceNumber(i64),
+    /// The first event enqueued at or after this time.
+    EnqueuedTime(SystemTime),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckpointStoreConfig {
+    /// Records in a local directory: one host, no Azure account.
+    File { path: PathBuf },
+    /// Blobs in the official SDKs' layout, shared with other hubcap instances and SDK consumers.
+    AzureBlob {
+        storage: StorageConfig,
+        /// Container name; taken from the URL when the storage is a `container_url`.
+        container: String,
+        /// How blob names are cased; must match the other consumers of the same store.
+        blob_name_case: NameCase,
+    },
+}
+
+/// How to reach a storage account: used by the blob checkpoint store and the `avro_blob` sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageConfig {
+    /// An Azure Storage connection string with an account key or a SAS.
+    ConnectionString(Secret),
+    /// An `https` URL of the container with a SAS query; it names the container.
+    ContainerUrl(Secret),
+    /// The account's blob endpoint and an Entra ID credential.
+    AccountUrl {
+        account_url: String,
+        credential: CredentialConfig,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancingConfig {
+    /// How many partitions an instance claims per cycle.
+    pub strategy: Strategy,
+    /// Time between balancing cycles (list ownerships, claim, renew).
+    pub update_interval: Duration,
+    /// An ownership not renewed for this long may be claimed by another instance.
+    pub ownership_expiration: Duration,
+    /// Identity written into ownership records; a random UUID when unset.
+    pub owner_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Claim one partition per cycle until the split is even: little churn.
+    Balanced,
+    /// Claim every partition owed at once: faster start, more contention.
+    Greedy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    /// Which sink and its own settings.
+    pub kind: SinkKind,
+    /// When a partition's window closes and is committed.
+    pub window: WindowConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// Key `max_window`: a window closes this long after its first event.
+    pub max_age: Duration,
+    /// Key `max_window_bytes`: a window closes once its events reach this many bytes.
+    pub max_bytes: u64,
+    /// Write nothing for a window without events (Capture writes empty files).
+    pub skip_empty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkKind {
+    /// JSON lines on standard output.
+    Stdout,
+    /// Capture-compatible Avro files in a local directory.
+    AvroFile {
+        /// Root directory of the archive.
+        path: PathBuf,
+        /// File path under `path`, from tokens; `.avro` is appended.
+        path_format: String,
+        codec: Codec,
+        /// Permissions of the files written (octal in the config, `"0640"`).
+        file_mode: u32,
+    },
+    /// Capture-compatible Avro block blobs.
+    AvroBlob {
+        storage: StorageConfig,
+        /// Container name; taken from the URL when the storage is a `container_url`.
+        container: String,
+        /// Blob name, from tokens; `.avro` is appended.
+        path_format: String,
+        codec: Codec,
+        /// Size of the blocks staged while a window is open.
+        block_size: u64,
+    },
+}
+
+/// Avro block compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// What Capture writes.
+    Null,
+    Deflate {
+        level: u32,
+    },
+    Snappy,
+    Zstd {
+        level: i32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address of `/livez`, `/readyz` and `/metrics`; `None` when disabled with `"off"`.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, or `warn,hubcap=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// How long SIGTERM may take to commit, checkpoint and release before hubcap exits anyway.
+    pub drain_timeout: Duration,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line of the key (or section) at fault, when it is in the file.
+    pub line: Option<usize>,
+    /// Dotted key, `eventhub.prefetch`; a section name alone for a section-wide problem; empty
+    /// for problems with the file as a whole.
+    pub key: String,
+    /// What is wrong; never contains a secret value.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    /// `[eventhub] prefetch: expected ...`, without the file and line ([`ConfigErrors`] adds them).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.key.rsplit_once('.') {
+            _ if self.key.is_empty() => {}
+            Some((section, name)) => write!(f, "[{section}] {name}: ")?,
+            None => write!(f, "[{}]: ", self.key)?,
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a config file, in line order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file name used in messages.
+    pub source_name: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    fn new(source_name: &str, mut errors: Vec<ConfigError>) -> Self {
+        // Line order reads like the file; problems with no line (a missing section) go last.
+        errors.sort_by_key(|error| error.line.unwrap_or(usize::MAX));
+        Self {
+            source_name: source_name.to_owned(),
+            errors,
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One problem per line: `hubcap.toml:12: [eventhub] prefetch: expected ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.errors.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            match error.line {
+                Some(line) => write!(f, "{}:{line}: {error}", self.source_name)?,
+                None => write!(f, "{}: {error}", self.source_name)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates a config file, substituting variables from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source_name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        let message = format!("cannot read config file: {error}");
+        let error = ConfigError {
+            line: None,
+            key: String::new(),
+            message,
+        };
+        ConfigErrors::new(&source_name, vec![error])
+    })?;
+    parse(&text, &source_name, &|name| std::env::var(name).ok())
+}
+
+/// Validates a config document. `source_name` names it in messages; `env` answers `${VAR}`.
+/// Reading `*_file` secrets and checking that `ca_file` exists are its only I/O.
+pub fn parse(
+    text: &str,
+    source_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut ctx = Ctx::new(text, env);
+    let document = match toml_edit::ImDocument::parse(text) {
+        Ok(document) => document,
+        Err(error) => {
+            let line = error.span().map(|span| ctx.line_at(span.start));
+            // Only the message: the error's own Display quotes the source line, which may hold
+            // a secret.
+            let message = error.message().trim().replace('\n', "; ");
+            let message = format!("invalid TOML: {message}");
+            ctx.error("", line, message);
+            return Err(ConfigErrors::new(source_name, ctx.errors));
+        }
+    };
+    let mut root = Section::root(&ctx, document.as_table());
+    let mut section = |ctx: &mut Ctx, name: &str| {
+        root.take(name)
+            .and_then(|entry| Section::from_entry(ctx, &entry))
+            .unwrap_or_else(|| Section::absent(name))
+    };
+    let eventhub = section(&mut ctx, "eventhub");
+    let eventhub = eventhub::parse(&mut ctx, eventhub);
+    let checkpoint_store = section(&mut ctx, "checkpoint_store");
+    let checkpoint_store = sections::checkpoint_store(&mut ctx, checkpoint_store);
+    let load_balancing = section(&mut ctx, "load_balancing");
+    let load_balancing = sections::load_balancing(&mut ctx, load_balancing);
+    let sink = section(&mut ctx, "sink");
+    let sink = sink::parse(&mut ctx, sink);
+    let http = section(&mut ctx, "http");
+    let http = sections::http(&mut ctx, http);
+    let log = section(&mut ctx, "log");
+    let log = sections::log(&mut ctx, log);
+    let shutdown = section(&mut ctx, "shutdown");
+    let shutdown = sections::shutdown(&mut ctx, shutdown);
+    report_unknown_sections(&mut ctx, root);
+
+    match (eventhub, checkpoint_store, sink) {
+        (Some(eventhub), Some(checkpoint_store), Some(sink)) if ctx.errors.is_empty() => {
+            Ok(Config {
+                eventhub,
+                checkpoint_store,
+                load_balancing,
+                sink,
+                http,
+                log,
+                shutdown,
+            })
+        }
+        _ => {
+            debug_assert!(!ctx.errors.is_empty(), "a section failed without an error");
+            Err(ConfigErrors::new(source_name, ctx.errors))
+        }
+    }
+}
+
+/// Every section and its keys, for did-you-mean on misplaced keys and sections.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("eventhub", eventhub::KEYS),
+    ("checkpoint_store", sections::CHECKPOINT_STORE_KEYS),
+    ("load_balancing", sections::LOAD_BALANCING_KEYS),
+    ("sink", sink::KEYS),
+    ("http", sections::HTTP_KEYS),
+    ("log", sections::LOG_KEYS),
+    ("shutdown", sections::SHUTDOWN_KEYS),
+];
+
+fn report_unknown_sections(ctx: &mut Ctx, root: Section) {
+    let names: Vec<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
+    for (name, entry) in root.unused() {
+        if entry.item.is_table_like() {
+            let message = match suggest::did_you_mean(name, &names) {
+                Some(near) => format!("unknown section; did you mean [{near}]?"),
+                None => format!("unknown section; expected {}", section_list(&names)),
+            };
+            ctx.error(name, entry.line, message);
+            continue;
+        }
+        let home = SECTIONS
+            .iter()
+            .find(|(_, keys)| keys.contains(&name))
+            .map(|(section, _)| format!("; did you mean [{section}] {name}?"))
+            .unwrap_or_default();
+        let message = format!("key \"{name}\" is outside any section{home}");
+        ctx.error("", entry.line, message);
+    }
+}
+
+fn section_list(names: &[&str]) -> String {
+    let bracketed: Vec<String> = names.iter().map(|name| format!("[{name}]")).collect();
+    bracketed.join(", ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,318 @@
+//! Whole-document tests of [`parse`]: defaults, every kind of section, error formatting.
+
+use super::*;
+
+const HUB: &str = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;\
+                   SharedAccessKey=SECRETKEY0123;EntityPath=telemetry";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse_ok(text: &str) -> Config {
+    parse(text, "hubcap.toml", &no_env).unwrap_or_else(|errors| panic!("{errors}"))
+}
+
+fn parse_err(text: &str) -> String {
+    parse(text, "hubcap.toml", &no_env)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+fn minimal() -> String {
+    format!("[eventhub]\nconnection_string = \"{HUB}\"\n")
+}
+
+#[test]
+fn a_connection_string_with_entity_path_is_a_whole_config() {
+    let config = parse_ok(&minimal());
+    let eventhub = &config.eventhub;
+    assert_eq!(
+        eventhub.connection,
+        EventHubConnection::ConnectionString(Secret::new(HUB))
+    );
+    assert_eq!(eventhub.name, "telemetry");
+    assert_eq!(eventhub.consumer_group, "$Default");
+    assert_eq!(eventhub.start_position, StartPosition::Earliest);
+    assert_eq!(eventhub.prefetch, 300);
+    assert_eq!(eventhub.owner_level, 0);
+    assert_eq!(eventhub.token_lifetime, Duration::from_secs(3600));
+    assert_eq!(eventhub.ca_file, None);
+    assert_eq!(eventhub.connect_timeout, Duration::from_secs(30));
+    assert_eq!(eventhub.retry_min_backoff, Duration::from_millis(200));
+    assert_eq!(eventhub.retry_max_backoff, Duration::from_secs(30));
+    assert_eq!(
+        config.checkpoint_store,
+        CheckpointStoreConfig::File {
+            path: "/var/lib/hubcap/checkpoints".into()
+        }
+    );
+    assert_eq!(config.load_balancing, LoadBalancingConfig::default());
+    assert_eq!(config.load_balancing.strategy, Strategy::Balanced);
+    assert_eq!(
+        config.load_balancing.update_interval,
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        config.load_balancing.ownership_expiration,
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        config.sink.kind,
+        SinkKind::AvroFile {
+            path: "/var/lib/hubcap/capture".into(),
+            path_format: DEFAULT_PATH_FORMAT.into(),
+            codec: Codec::Null,
+            file_mode: 0o600,
+        }
+    );
+    assert_eq!(
+        config.sink.window,
+        WindowConfig {
+            max_age: Duration::from_secs(300),
+            max_bytes: 300 << 20,
+            skip_empty: true
+        }
+    );
+    assert_eq!(config.http.listen, Some("0.0.0.0:9090".parse().unwrap()));
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn debug_of_a_config_shows_no_secret() {
+    let text = format!(
+        "{}\n[sink]\ntype = \"avro_blob\"\ncontainer_url = \
+         \"https://acct.blob.core.windows.net/capture?sv=1&sig=SASSIGNATURE\"\n",
+        minimal()
+    );
+    let config = parse_ok(&text);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("SECRETKEY0123"), "{debug}");
+    assert!(!debug.contains("SASSIGNATURE"), "{debug}");
+    assert!(debug.contains("<redacted>"));
+}
+
+#[test]
+fn environment_variables_fill_strings_and_numbers() {
+    let env = |name: &str| match name {
+        "HUB_CONNECTION" => Some(HUB.to_owned()),
+        "PREFETCH" => Some("1000".to_owned()),
+        _ => None,
+    };
+    let text = "[eventhub]\nconnection_string = \"${HUB_CONNECTION}\"\n\
+                prefetch = \"${PREFETCH:-300}\"\nowner_level = \"${OWNER_LEVEL:-0}\"\n\
+                consumer_group = \"${GROUP:-$Default}\"\n[sink]\ntype = \"stdout\"\n\
+                skip_empty = \"${SKIP:-false}\"\n";
+    let config = parse(text, "hubcap.toml", &env).unwrap();
+    assert_eq!(
+        config.eventhub.connection,
+        EventHubConnection::ConnectionString(Secret::new(HUB))
+    );
+    assert_eq!(config.eventhub.prefetch, 1000);
+    assert_eq!(config.eventhub.owner_level, 0);
+    assert_eq!(config.eventhub.consumer_group, "$Default");
+    assert!(!config.sink.window.skip_empty);
+}
+
+#[test]
+fn entra_id_credentials_inline_or_as_a_table() {
+    let inline = "[eventhub]\nfully_qualified_namespace = \"ns.servicebus.windows.net\"\n\
+                  name = \"telemetry\"\ncredential = { type = \"managed_identity\", client_id = \
+                  \"abc\" }\n";
+    let config = parse_ok(inline);
+    assert_eq!(
+        config.eventhub.connection,
+        EventHubConnection::Credential {
+            fully_qualified_namespace: "ns.servicebus.windows.net".into(),
+            credential: CredentialConfig::ManagedIdentity {
+                client_id: Some("abc".into())
+            },
+        }
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret_path = dir.path().join("client-secret");
+    std::fs::write(&secret_path, "from-a-file\n").unwrap();
+    let table = format!(
+        "[eventhub]\nfully_qualified_namespace = \"ns.servicebus.windows.net\"\nname = \"hub\"\n\
+         [eventhub.credential]\ntype = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+         client_secret_file = {:?}\n",
+        secret_path.display().to_string()
+    );
+    let config = parse_ok(&table);
+    let EventHubConnection::Credential { credential, .. } = config.eventhub.connection else {
+        panic!("expected a credential");
+    };
+    assert_eq!(
+        credential,
+        CredentialConfig::ClientSecret {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("from-a-file"),
+        }
+    );
+}
+
+#[test]
+fn blob_store_and_blob_sink_take_every_storage_form() {
+    let text = format!(
+        "{}[checkpoint_store]\ntype = \"azure_blob\"\n\
+         container_url = \"http://127.0.0.1:10000/devstoreaccount1/ckpt?sv=1&sig=abc\"\n\
+         blob_name_case = \"verbatim\"\n\
+         [sink]\ntype = \"avro_blob\"\naccount_url = \"https://acct.blob.core.windows.net\"\n\
+         credential = {{ type = \"workload_identity\" }}\ncontainer = \"capture\"\n\
+         codec = \"zstd\"\ncompression_level = 9\nblock_size = \"8MiB\"\n\
+         path_format = \"{{PartitionId}}/{{FirstSequenceNumber}}\"\n",
+        minimal()
+    );
+    let config = parse_ok(&text);
+    let CheckpointStoreConfig::AzureBlob {
+        storage,
+        container,
+        blob_name_case,
+    } = config.checkpoint_store
+    else {
+        panic!("expected a blob store");
+    };
+    assert!(matches!(storage, StorageConfig::ContainerUrl(_)));
+    assert_eq!(container, "ckpt");
+    assert_eq!(blob_name_case, NameCase::Verbatim);
+    assert_eq!(
+        config.sink.kind,
+        SinkKind::AvroBlob {
+            storage: StorageConfig::AccountUrl {
+                account_url: "https://acct.blob.core.windows.net".into(),
+                credential: CredentialConfig::WorkloadIdentity,
+            },
+            container: "capture".into(),
+            path_format: "{PartitionId}/{FirstSequenceNumber}".into(),
+            codec: Codec::Zstd { level: 9 },
+            block_size: 8 << 20,
+        }
+    );
+}
+
+#[test]
+fn the_other_sections_take_their_values() {
+    let text = format!(
+        "{}start_position = \"seq:42\"\n[load_balancing]\nstrategy = \"greedy\"\n\
+         update_interval = \"5s\"\nownership_expiration = \"11s\"\nowner_id = \"host-1\"\n\
+         [sink]\ncodec = \"deflate\"\nfile_mode = \"0640\"\nmax_window = \"1m\"\n\
+         max_window_bytes = 4096\n[http]\nlisten = \"off\"\n[log]\nformat = \"json\"\n\
+         level = \"warn,hubcap=debug\"\n[shutdown]\ndrain_timeout = \"2m\"\n",
+        minimal()
+    );
+    let config = parse_ok(&text);
+    assert_eq!(
+        config.eventhub.start_position,
+        StartPosition::SequenceNumber(42)
+    );
+    assert_eq!(
+        config.load_balancing,
+        LoadBalancingConfig {
+            strategy: Strategy::Greedy,
+            update_interval: Duration::from_secs(5),
+            ownership_expiration: Duration::from_secs(11),
+            owner_id: Some("host-1".into()),
+        }
+    );
+    let SinkKind::AvroFile {
+        codec, file_mode, ..
+    } = config.sink.kind
+    else {
+        panic!("expected avro_file");
+    };
+    assert_eq!(codec, Codec::Deflate { level: 1 });
+    assert_eq!(file_mode, 0o640);
+    assert_eq!(config.sink.window.max_age, Duration::from_secs(60));
+    assert_eq!(config.sink.window.max_bytes, 4096);
+    assert_eq!(config.http.listen, None);
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.log.level, "warn,hubcap=debug");
+    assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(120));
+}
+
+#[test]
+fn errors_name_file_line_section_and_key() {
+    let text = format!("{}prefetch = \"abc\"\n", minimal());
+    assert_eq!(
+        parse_err(&text),
+        "hubcap.toml:3: [eventhub] prefetch: expected an integer from 1 to 5000, found \"abc\""
+    );
+}
+
+#[test]
+fn errors_come_in_line_order_with_lineless_ones_last() {
+    let text = "[sink]\ncodec = \"gzip\"\n\n[log]\nlevel = \"loud\"\n";
+    let errors = parse(text, "x.toml", &no_env).unwrap_err();
+    let lines: Vec<Option<usize>> = errors.errors.iter().map(|error| error.line).collect();
+    assert_eq!(lines, vec![Some(2), Some(5), None, None], "{errors}");
+    assert!(errors.to_string().ends_with(
+        "x.toml: [eventhub] name: missing hub name: set name, or use a connection string with \
+         EntityPath"
+    ));
+}
+
+#[test]
+fn a_toml_syntax_error_never_quotes_the_line() {
+    let text = "[eventhub]\nconnection_string = \"Endpoint=sb://x/;SharedAccessKey=LEAKED\n";
+    let output = parse_err(text);
+    assert!(
+        output.starts_with("hubcap.toml:2: invalid TOML"),
+        "{output}"
+    );
+    assert!(!output.contains("LEAKED"), "{output}");
+}
+
+#[test]
+fn keys_outside_any_section_point_to_their_section() {
+    let text = format!("prefetch = 10\n{}", minimal());
+    let output = parse_err(&text);
+    assert_eq!(
+        output,
+        "hubcap.toml:1: key \"prefetch\" is outside any section; did you mean [eventhub] \
+         prefetch?"
+    );
+}
+
+#[test]
+fn the_default_expiration_is_checked_against_a_longer_interval() {
+    let text = format!("{}[load_balancing]\nupdate_interval = \"30s\"\n", minimal());
+    assert_eq!(
+        parse_err(&text),
+        "hubcap.toml:4: [load_balancing] ownership_expiration: ownership_expiration (1m, the \
+         default) must be longer than twice update_interval (30s)"
+    );
+}
+
+#[test]
+fn a_missing_file_is_one_error() {
+    let errors = load(Path::new("/nonexistent/hubcap.toml")).unwrap_err();
+    assert_eq!(errors.errors.len(), 1);
+    assert!(errors
+        .to_string()
+        .starts_with("/nonexistent/hubcap.toml: cannot read config file"));
+}
+
+#[test]
+fn the_example_documents_every_key() {
+    let example = include_str!("../../config.example.toml");
+    let credential_keys = [
+        "type",
+        "client_id",
+        "tenant_id",
+        "client_secret",
+        "client_secret_file",
+    ];
+    for (section, keys) in SECTIONS {
+        assert!(example.contains(&format!("[{section}]")), "[{section}]");
+        for key in keys.iter().chain(&credential_keys) {
+            assert!(
+                example.contains(&format!("{key} =")),
+                "config.example.toml does not document [{section}] {key}"
+            );
+        }
+    }
+}

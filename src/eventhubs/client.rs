@@ -1,0 +1,274 @@
+//! One AMQP connection to the namespace, shared by every partition receiver and the management
+//! link, reopened on demand after it breaks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::Connection;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::auth::{renewal_time, CbsLink, Credential};
+use super::error::{reason, EventHubsError};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Namespace host, e.g. `myns.servicebus.windows.net`.
+    pub host: String,
+    /// TCP port: 5671 for TLS, 5672 for plain AMQP, unless configured.
+    pub port: u16,
+    /// amqps (TLS first, as the service speaks it) or plain AMQP (the emulator).
+    pub tls: bool,
+    /// An extra PEM trust root for TLS, besides the platform's.
+    pub ca_file: Option<PathBuf>,
+    pub event_hub: String,
+    pub consumer_group: String,
+    pub credential: Credential,
+    /// Bound on TCP connect + TLS + AMQP open + first put-token.
+    pub connect_timeout: Duration,
+}
+
+impl ClientSettings {
+    /// The audience of the connection's token: the event hub, which covers every link below it.
+    pub fn audience(&self) -> String {
+        format!("sb://{}/{}", self.host, self.event_hub)
+    }
+
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls { "amqps" } else { "amqp" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// An open connection: the fe2o3 handle, its `$cbs` link and the token-renewal task.
+#[derive(Debug)]
+pub struct LiveConnection {
+    /// Needed to begin sessions; held only for that instant.
+    pub(crate) handle: Mutex<ConnectionHandle<()>>,
+    /// Cancelled when any user of the connection sees it fail, so the next caller reopens.
+    pub(crate) broken: CancellationToken,
+    /// Which connection this is (1, 2, ...), for logs.
+    pub generation: u64,
+}
+
+impl LiveConnection {
+    /// Marks the connection as unusable; the next `EventHubClient::connection` reopens.
+    pub fn mark_broken(&self) {
+        self.broken.cancel();
+    }
+}
+
+/// The Event Hubs client of one hubcap process.
+pub struct EventHubClient {
+    pub(crate) settings: ClientSettings,
+    tls: Option<tokio_rustls::TlsConnector>,
+    current: Mutex<Option<Arc<LiveConnection>>>,
+    generation: std::sync::atomic::AtomicU64,
+    /// Cancelled by `close`: stops token renewal.
+    closed: CancellationToken,
+}
+
+impl std::fmt::Debug for EventHubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHubClient")
+            .field("endpoint", &self.settings.endpoint())
+            .field("event_hub", &self.settings.event_hub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventHubClient {
+    pub fn new(settings: ClientSettings) -> Result<Self, EventHubsError> {
+        let tls = if settings.tls {
+            Some(tls_connector(settings.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        Ok(Self {
+            settings,
+            tls,
+            current: Mutex::new(None),
+            generation: Default::default(),
+            closed: CancellationToken::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// The open connection, opening a new one if there is none or the last one broke.
+    pub async fn connection(&self) -> Result<Arc<LiveConnection>, EventHubsError> {
+        let mut current = self.current.lock().await;
+        if let Some(live) = current.as_ref() {
+            let usable = !live.broken.is_cancelled() && !live.handle.lock().await.is_closed();
+            if usable {
+                return Ok(Arc::clone(live));
+            }
+        }
+        if let Some(old) = current.take() {
+            old.broken.cancel();
+        }
+        let live = tokio::time::timeout(self.settings.connect_timeout, self.open())
+            .await
+            .map_err(|_| EventHubsError::Timeout {
+                operation: "connect",
+                seconds: self.settings.connect_timeout.as_secs(),
+            })??;
+        *current = Some(Arc::clone(&live));
+        Ok(live)
+    }
+
+    async fn open(&self) -> Result<Arc<LiveConnection>, EventHubsError> {
+        let endpoint = self.settings.endpoint();
+        let connect_error = |reason: String| EventHubsError::Connect {
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        let tcp = TcpStream::connect((self.settings.host.as_str(), self.settings.port))
+            .await
+            .map_err(|e| connect_error(reason(e)))?;
+        let _ = tcp.set_nodelay(true);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let container_id = format!("hubcap-{}-{generation}", uuid::Uuid::new_v4());
+        let builder = Connection::builder()
+            .container_id(container_id)
+            .hostname(self.settings.host.as_str())
+            .sasl_profile(SaslProfile::Anonymous)
+            .max_frame_size(1024 * 1024)
+            .scheme("amqp");
+        // TLS first, then AMQP inside it: what the service and the official SDKs do.
+        let mut handle = match &self.tls {
+            Some(connector) => {
+                let server_name =
+                    rustls::pki_types::ServerName::try_from(self.settings.host.clone())
+                        .map_err(|e| connect_error(reason(e)))?;
+                let stream = connector
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(|e| connect_error(format!("TLS: {e}")))?;
+                builder.open_with_stream(stream).await
+            }
+            None => builder.open_with_stream(tcp).await,
+        }
+        .map_err(|e| connect_error(reason(e)))?;
+        let mut cbs = CbsLink::attach(&mut handle).await?;
+        let audience = self.settings.audience();
+        let (token, token_type) = self.settings.credential.token_for(&audience).await?;
+        cbs.put_token(&audience, &token, token_type).await?;
+        info!(%endpoint, generation, "connected to event hubs");
+        let live = Arc::new(LiveConnection {
+            handle: Mutex::new(handle),
+            broken: self.closed.child_token(),
+            generation,
+        });
+        if self.settings.credential.renewable() {
+            tokio::spawn(renew_tokens(
+                cbs,
+                self.settings.credential.clone(),
+                audience,
+                token.expires_at,
+                Arc::clone(&live),
+            ));
+        }
+        Ok(live)
+    }
+
+    /// Closes the current connection and stops token renewal.
+    pub async fn close(&self) {
+        self.closed.cancel();
+        if let Some(live) = self.current.lock().await.take() {
+            let _ = live.handle.lock().await.close().await;
+        }
+    }
+}
+
+/// Renews the connection's token until the connection breaks or the client closes.
+async fn renew_tokens(
+    mut cbs: CbsLink,
+    credential: Credential,
+    audience: String,
+    mut expires_at: SystemTime,
+    live: Arc<LiveConnection>,
+) {
+    let mut issued_at = SystemTime::now();
+    loop {
+        let wait = renewal_time(issued_at, expires_at)
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = live.broken.cancelled() => break,
+        }
+        let renewed = async {
+            let (token, token_type) = credential.token_for(&audience).await?;
+            cbs.put_token(&audience, &token, token_type).await?;
+            Ok::<_, EventHubsError>(token.expires_at)
+        }
+        .await;
+        match renewed {
+            Ok(new_expiry) => {
+                debug!(generation = live.generation, "token renewed");
+                issued_at = SystemTime::now();
+                expires_at = new_expiry;
+            }
+            Err(error) => {
+                warn!(generation = live.generation, %error, "token renewal failed; retrying");
+                // Retry soon but never spin: a tenth of the remaining lifetime, at least 1 s.
+                let remaining = expires_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                if remaining.is_zero() {
+                    live.mark_broken();
+                    break;
+                }
+                issued_at = SystemTime::now() - (remaining / 10).max(Duration::from_secs(1));
+            }
+        }
+    }
+    cbs.close().await;
+}
+
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsConnector, EventHubsError> {
+    let settings_error = |reason: String| EventHubsError::Settings { reason };
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A platform certificate rustls cannot parse is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| settings_error(format!("ca_file {}: {e}", path.display())))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert =
+                cert.map_err(|e| settings_error(format!("ca_file {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| settings_error(format!("ca_file {}: {e}", path.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(settings_error(
+            "no TLS trust roots: the platform has none and no ca_file is configured".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| settings_error(reason(e)))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}

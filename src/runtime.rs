@@ -1,0 +1,181 @@
+//! Builds the daemon from a [`Config`] and runs it until shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::Strategy;
+use crate::checkpoint::file::FileCheckpointStore;
+use crate::checkpoint::{NameCase, Store, StoreScope};
+use crate::config::{self, CheckpointStoreConfig, Config, EventHubConnection, SinkKind};
+use crate::eventhubs::connection_string::{ConnectionString, ConnectionStringAuth};
+use crate::eventhubs::{
+    ClientSettings, Credential, EventHubClient, EventPosition, ReceiverOptions,
+};
+use crate::partition::PartitionSettings;
+use crate::sink::{Sink, WindowSettings};
+use crate::supervisor::{Supervisor, SupervisorSettings};
+
+/// Events handed from a receiver to the sink at once.
+const RECEIVE_BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("[eventhub] connection_string: {0}")]
+    ConnectionString(#[from] crate::eventhubs::connection_string::ConnectionStringError),
+    #[error("{what} is not available in this build yet")]
+    Unsupported { what: &'static str },
+    #[error(transparent)]
+    EventHubs(#[from] crate::eventhubs::EventHubsError),
+    #[error("checkpoint store: {0}")]
+    Store(#[from] crate::checkpoint::StoreError),
+}
+
+/// The Event Hubs client settings a config describes.
+pub fn client_settings(config: &Config) -> Result<ClientSettings, SetupError> {
+    let hub = &config.eventhub;
+    let (host, port, tls, credential) = match &hub.connection {
+        EventHubConnection::ConnectionString(secret) => {
+            let parsed = ConnectionString::parse(secret.expose())?;
+            let tls = !parsed.use_development_emulator;
+            let port = parsed.port.unwrap_or(if tls { 5671 } else { 5672 });
+            let credential = match parsed.auth {
+                ConnectionStringAuth::SharedAccessKey { key_name, key } => {
+                    Credential::SharedAccessKey {
+                        key_name,
+                        key,
+                        token_lifetime: hub.token_lifetime,
+                    }
+                }
+                ConnectionStringAuth::SharedAccessSignature(token) => {
+                    Credential::SharedAccessSignature(token)
+                }
+            };
+            (parsed.host, port, tls, credential)
+        }
+        EventHubConnection::Credential { .. } => {
+            return Err(SetupError::Unsupported {
+                what: "an Entra ID credential for [eventhub]",
+            })
+        }
+    };
+    Ok(ClientSettings {
+        host,
+        port,
+        tls,
+        ca_file: hub.ca_file.clone(),
+        event_hub: hub.name.clone(),
+        consumer_group: hub.consumer_group.clone(),
+        credential,
+        connect_timeout: hub.connect_timeout,
+    })
+}
+
+/// The namespace name checkpoint records start with: the host as the Python SDK keeps it
+/// (with `:port` when the endpoint has one), so hubcap and SDK processors share records.
+pub fn fully_qualified_namespace(config: &Config) -> Result<String, SetupError> {
+    Ok(match &config.eventhub.connection {
+        EventHubConnection::ConnectionString(secret) => {
+            ConnectionString::parse(secret.expose())?.fully_qualified_namespace()
+        }
+        EventHubConnection::Credential {
+            fully_qualified_namespace,
+            ..
+        } => fully_qualified_namespace.clone(),
+    })
+}
+
+pub fn start_position(position: &config::StartPosition) -> EventPosition {
+    match position {
+        config::StartPosition::Earliest => EventPosition::Earliest,
+        config::StartPosition::Latest => EventPosition::Latest,
+        config::StartPosition::SequenceNumber(n) => EventPosition::SequenceNumber {
+            sequence_number: *n,
+            inclusive: true,
+        },
+        config::StartPosition::EnqueuedTime(t) => EventPosition::EnqueuedTime {
+            enqueued_time_ms: t
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            inclusive: true,
+        },
+    }
+}
+
+pub fn open_store(config: &Config) -> Result<Store, SetupError> {
+    let scope = StoreScope {
+        fully_qualified_namespace: fully_qualified_namespace(config)?,
+        event_hub: config.eventhub.name.clone(),
+        consumer_group: config.eventhub.consumer_group.clone(),
+    };
+    match &config.checkpoint_store {
+        CheckpointStoreConfig::File { path } => Ok(Store::File(FileCheckpointStore::open(
+            path.clone(),
+            scope,
+            NameCase::Lower,
+        )?)),
+        CheckpointStoreConfig::AzureBlob { .. } => Err(SetupError::Unsupported {
+            what: "the azure_blob checkpoint store",
+        }),
+    }
+}
+
+pub fn sink(config: &Config) -> Result<Sink, SetupError> {
+    match &config.sink.kind {
+        SinkKind::Stdout => Ok(Sink::Stdout),
+        SinkKind::AvroFile { .. } => Err(SetupError::Unsupported {
+            what: "the avro_file sink",
+        }),
+        SinkKind::AvroBlob { .. } => Err(SetupError::Unsupported {
+            what: "the avro_blob sink",
+        }),
+    }
+}
+
+pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
+    let lb = &config.load_balancing;
+    SupervisorSettings {
+        owner_id: lb
+            .owner_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        strategy: match lb.strategy {
+            config::Strategy::Balanced => Strategy::Balanced,
+            config::Strategy::Greedy => Strategy::Greedy,
+        },
+        update_interval: lb.update_interval,
+        ownership_expiration: lb.ownership_expiration,
+        start_position: start_position(&config.eventhub.start_position),
+        window: WindowSettings {
+            max_age: config.sink.window.max_age,
+            max_bytes: config.sink.window.max_bytes,
+        },
+        partition: PartitionSettings {
+            receiver: ReceiverOptions {
+                prefetch: config.eventhub.prefetch,
+                owner_level: Some(config.eventhub.owner_level),
+            },
+            batch_size: RECEIVE_BATCH,
+            retry_min_backoff: config.eventhub.retry_min_backoff,
+            retry_max_backoff: config.eventhub.retry_max_backoff,
+        },
+        drain_timeout: config.shutdown.drain_timeout,
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled and the drain completes, or a fatal error.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = Arc::new(EventHubClient::new(client_settings(&config)?)?);
+    let store = Arc::new(open_store(&config)?);
+    let supervisor = Supervisor {
+        client: Arc::clone(&client),
+        store,
+        sink: sink(&config)?,
+        settings: supervisor_settings(&config),
+    };
+    let result = supervisor.run(shutdown).await;
+    // Give the AMQP close a moment; a peer that does not answer must not hold up the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+    result.map_err(Into::into)
+}

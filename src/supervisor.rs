@@ -1,0 +1,357 @@
+//! The supervisor: balancing cycles, partition tasks, and the drain on shutdown.
+//!
+//! Every `update_interval` (plus up to 20% jitter, so replicas do not write in lock-step) it
+//! lists the ownership records, plans with [`crate::balance`], renews the leases it holds,
+//! claims what the plan says, and starts one [`PartitionTask`] per newly owned partition. On
+//! shutdown it stops claiming, lets every task commit and checkpoint within the drain timeout,
+//! and releases the partitions so other instances take them over at their next cycle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::balance::{self, BalanceInput, Strategy};
+use crate::checkpoint::{Checkpoint, CheckpointStore, Ownership, Store, StoreError};
+use crate::eventhubs::{EventHubClient, EventHubsError, EventPosition, Recovery};
+use crate::partition::{
+    CheckpointError, OwnershipLease, PartitionExit, PartitionSettings, PartitionTask,
+};
+use crate::sink::{Sink, WindowSettings};
+
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// This instance's id in ownership records.
+    pub owner_id: String,
+    pub strategy: Strategy,
+    pub update_interval: Duration,
+    pub ownership_expiration: Duration,
+    /// Where partitions without a checkpoint start.
+    pub start_position: EventPosition,
+    pub window: WindowSettings,
+    pub partition: PartitionSettings,
+    /// How long shutdown waits for partitions to commit and checkpoint.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    EventHubs(#[from] EventHubsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Supervisor {
+    pub client: Arc<EventHubClient>,
+    pub store: Arc<Store>,
+    pub sink: Sink,
+    pub settings: SupervisorSettings,
+}
+
+/// A partition this instance holds.
+struct Owned {
+    lease: Arc<OwnershipLease>,
+    stop: CancellationToken,
+}
+
+impl Supervisor {
+    /// Runs until `shutdown` is cancelled (then drains) or a fatal error.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), SupervisorError> {
+        let mut rng = StdRng::from_entropy();
+        let Some(partition_ids) = self.partition_ids(&shutdown, &mut rng).await? else {
+            return Ok(());
+        };
+        info!(owner_id = %self.settings.owner_id, partitions = partition_ids.len(), "supervisor started");
+        let mut owned: HashMap<String, Owned> = HashMap::new();
+        let mut tasks: JoinSet<(String, PartitionExit)> = JoinSet::new();
+        let mut next_cycle = tokio::time::Instant::now();
+        let mut fatal = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_cycle) => {
+                    if let Err(error) = self.cycle(&partition_ids, &mut owned, &mut tasks, &mut rng).await {
+                        warn!(error = %error, "balancing cycle failed; retrying next cycle");
+                    }
+                    let jitter = rng.gen_range(0.0..0.2);
+                    next_cycle = tokio::time::Instant::now() + self.settings.update_interval.mul_f64(1.0 + jitter);
+                }
+                Some(joined) = tasks.join_next() => {
+                    if let Some(error) = self.reap(joined, &mut owned) {
+                        fatal = Some(error);
+                        break;
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        self.drain(owned, tasks).await;
+        match fatal {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The hub's partition ids, retried until they come or the error cannot be retried.
+    async fn partition_ids(
+        &self,
+        shutdown: &CancellationToken,
+        rng: &mut StdRng,
+    ) -> Result<Option<Vec<String>>, SupervisorError> {
+        let partition = &self.settings.partition;
+        let mut backoff = Backoff::new(partition.retry_min_backoff, partition.retry_max_backoff);
+        loop {
+            match self.client.event_hub_properties().await {
+                Ok(properties) => return Ok(Some(properties.partition_ids)),
+                Err(error) if error.recovery() == Recovery::Fatal => return Err(error.into()),
+                Err(error) => {
+                    warn!(error = %error, error_type = error.kind(), "cannot read the event hub's partitions; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay(rng)) => {}
+                        _ = shutdown.cancelled() => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn cycle(
+        &self,
+        partition_ids: &[String],
+        owned: &mut HashMap<String, Owned>,
+        tasks: &mut JoinSet<(String, PartitionExit)>,
+        rng: &mut StdRng,
+    ) -> Result<(), StoreError> {
+        for (partition_id, held) in owned.iter() {
+            match held.lease.renew(&self.store).await {
+                Ok(()) => {}
+                Err(CheckpointError::Lost { .. }) => {
+                    info!(partition_id = %partition_id, event = "stolen", "ownership renewal refused: another instance owns it now");
+                }
+                Err(CheckpointError::Store(error)) => {
+                    warn!(partition_id = %partition_id, error = %error, "ownership renewal failed");
+                }
+            }
+        }
+        let ownerships = self.store.list_ownership().await?;
+        let plan = balance::plan(
+            &BalanceInput {
+                partition_ids,
+                ownerships: &ownerships,
+                me: &self.settings.owner_id,
+                now: SystemTime::now(),
+                ownership_expiration: self.settings.ownership_expiration,
+                strategy: self.settings.strategy,
+            },
+            rng,
+        );
+        // Records that name this instance without a running task (a restart with a fixed
+        // owner id) are claimed like any other partition.
+        let claims: Vec<_> = plan
+            .renewals
+            .into_iter()
+            .filter(|c| !owned.contains_key(&c.partition_id))
+            .chain(plan.claims)
+            .collect();
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let won = self.store.claim_ownership(&claims).await?;
+        if won.is_empty() {
+            return Ok(());
+        }
+        let checkpoints = self.store.list_checkpoints().await?;
+        for ownership in won {
+            let kind = if plan.stolen.as_deref() == Some(ownership.partition_id.as_str()) {
+                "stolen"
+            } else {
+                "claimed"
+            };
+            info!(partition_id = %ownership.partition_id, event = kind, owner_id = %self.settings.owner_id, "partition claimed");
+            let checkpoint = checkpoints
+                .iter()
+                .find(|c| c.partition_id == ownership.partition_id);
+            self.start_partition(ownership, checkpoint, owned, tasks);
+        }
+        Ok(())
+    }
+
+    fn start_partition(
+        &self,
+        ownership: Ownership,
+        checkpoint: Option<&Checkpoint>,
+        owned: &mut HashMap<String, Owned>,
+        tasks: &mut JoinSet<(String, PartitionExit)>,
+    ) {
+        let partition_id = ownership.partition_id.clone();
+        let (start, expected_sequence_number) =
+            start_after(checkpoint, &self.settings.start_position);
+        let lease = Arc::new(OwnershipLease::new(ownership));
+        let stop = CancellationToken::new();
+        let task = PartitionTask {
+            client: Arc::clone(&self.client),
+            store: Arc::clone(&self.store),
+            lease: Arc::clone(&lease),
+            sink: self
+                .sink
+                .open_partition(&partition_id, self.settings.window),
+            settings: self.settings.partition.clone(),
+            start,
+            expected_sequence_number,
+            stop: stop.clone(),
+        };
+        let id = partition_id.clone();
+        tasks.spawn(async move { (id, task.run().await) });
+        owned.insert(partition_id, Owned { lease, stop });
+    }
+
+    /// Handles a finished partition task; returns a fatal error that must stop the process.
+    fn reap(
+        &self,
+        joined: Result<(String, PartitionExit), tokio::task::JoinError>,
+        owned: &mut HashMap<String, Owned>,
+    ) -> Option<EventHubsError> {
+        let (partition_id, exit) = match joined {
+            Ok(result) => result,
+            Err(join_error) => {
+                error!(error = %join_error, "a partition task panicked");
+                return None;
+            }
+        };
+        owned.remove(&partition_id);
+        match exit {
+            PartitionExit::Lost => {
+                info!(partition_id = %partition_id, event = "lost", "partition task stopped: ownership lost");
+                None
+            }
+            PartitionExit::Drained => None,
+            PartitionExit::Fatal(error) => {
+                error!(partition_id = %partition_id, error = %error, "partition failed with an error that retrying cannot fix");
+                Some(error)
+            }
+        }
+    }
+
+    async fn drain(
+        &self,
+        owned: HashMap<String, Owned>,
+        mut tasks: JoinSet<(String, PartitionExit)>,
+    ) {
+        info!(
+            partitions = owned.len(),
+            "draining: committing open windows"
+        );
+        for held in owned.values() {
+            held.stop.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
+        let mut drained = Vec::new();
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(Ok((partition_id, PartitionExit::Drained))) => drained.push(partition_id),
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(remaining = tasks.len(), "drain timeout: stopping without committing the remaining windows; they will be read again");
+                    tasks.shutdown().await;
+                    break;
+                }
+            }
+        }
+        for partition_id in drained {
+            if let Some(held) = owned.get(&partition_id) {
+                match held.lease.release(&self.store).await {
+                    Ok(()) => {
+                        info!(partition_id = %partition_id, event = "released", "partition released")
+                    }
+                    Err(error) => {
+                        warn!(partition_id = %partition_id, error = %error, "cannot release the partition; it will expire")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The start position after a checkpoint (its offset, else its sequence number, exclusive),
+/// and the sequence number the first event should then have.
+pub fn start_after(
+    checkpoint: Option<&Checkpoint>,
+    default: &EventPosition,
+) -> (EventPosition, Option<i64>) {
+    let expected = checkpoint.and_then(|c| c.sequence_number).map(|n| n + 1);
+    match checkpoint {
+        Some(Checkpoint {
+            offset: Some(offset),
+            ..
+        }) if !offset.is_empty() => (
+            EventPosition::Offset {
+                offset: offset.clone(),
+                inclusive: false,
+            },
+            expected,
+        ),
+        Some(Checkpoint {
+            sequence_number: Some(sequence_number),
+            ..
+        }) => (
+            EventPosition::SequenceNumber {
+                sequence_number: *sequence_number,
+                inclusive: false,
+            },
+            expected,
+        ),
+        _ => (default.clone(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(offset: Option<&str>, sequence_number: Option<i64>) -> Checkpoint {
+        Checkpoint {
+            partition_id: "0".into(),
+            offset: offset.map(str::to_owned),
+            sequence_number,
+        }
+    }
+
+    #[test]
+    fn resumes_after_the_offset_else_the_sequence_number_else_the_default() {
+        let default = EventPosition::Latest;
+        assert_eq!(
+            start_after(Some(&checkpoint(Some("512"), Some(4))), &default),
+            (
+                EventPosition::Offset {
+                    offset: "512".into(),
+                    inclusive: false
+                },
+                Some(5)
+            )
+        );
+        assert_eq!(
+            start_after(Some(&checkpoint(None, Some(4))), &default),
+            (
+                EventPosition::SequenceNumber {
+                    sequence_number: 4,
+                    inclusive: false
+                },
+                Some(5)
+            )
+        );
+        assert_eq!(
+            start_after(Some(&checkpoint(Some(""), None)), &default),
+            (default.clone(), None)
+        );
+        assert_eq!(start_after(None, &default), (default.clone(), None));
+    }
+}
