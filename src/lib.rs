@@ -4,6 +4,7 @@ pub mod backoff;
 pub mod balance;
 pub mod checkpoint;
 pub mod config;
+pub mod credential;
 pub mod eventhubs;
 pub mod partition;
 pub mod runtime;

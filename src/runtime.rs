@@ -9,6 +9,7 @@ use crate::balance::Strategy;
 use crate::checkpoint::file::FileCheckpointStore;
 use crate::checkpoint::{NameCase, Store, StoreScope};
 use crate::config::{self, CheckpointStoreConfig, Config, EventHubConnection, SinkKind};
+use crate::credential::{token_credential, EntraTokenProvider};
 use crate::eventhubs::connection_string::{ConnectionString, ConnectionStringAuth};
 use crate::eventhubs::{
     ClientSettings, Credential, EventHubClient, EventPosition, ReceiverOptions,
@@ -28,6 +29,8 @@ pub enum SetupError {
     Unsupported { what: &'static str },
     #[error(transparent)]
     EventHubs(#[from] crate::eventhubs::EventHubsError),
+    #[error("[eventhub] credential: {0}")]
+    Credential(#[from] crate::credential::CredentialError),
     #[error("checkpoint store: {0}")]
     Store(#[from] crate::checkpoint::StoreError),
 }
@@ -54,10 +57,19 @@ pub fn client_settings(config: &Config) -> Result<ClientSettings, SetupError> {
             };
             (parsed.host, port, tls, credential)
         }
-        EventHubConnection::Credential { .. } => {
-            return Err(SetupError::Unsupported {
-                what: "an Entra ID credential for [eventhub]",
-            })
+        EventHubConnection::Credential {
+            fully_qualified_namespace,
+            credential,
+        } => {
+            let (host, port) = match fully_qualified_namespace.rsplit_once(':') {
+                Some((host, port)) => match port.parse() {
+                    Ok(port) => (host.to_owned(), port),
+                    Err(_) => (fully_qualified_namespace.clone(), 5671),
+                },
+                None => (fully_qualified_namespace.clone(), 5671),
+            };
+            let provider = EntraTokenProvider(token_credential(credential)?);
+            (host, port, true, Credential::Provider(Arc::new(provider)))
         }
     };
     Ok(ClientSettings {

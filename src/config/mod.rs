@@ -6,7 +6,8 @@
 //! account or the credentials actually work is not checked here: that needs the network.
 //!
 //! - `reader.rs` walks the TOML document and turns values into typed settings or errors
-//! - `eventhub.rs`, `storage.rs`, `sink.rs`, `sections.rs` read one section each
+//! - `eventhub.rs`, `sink.rs`, `sections.rs` read the sections; `storage.rs` and
+//!   `credential.rs` the storage and Entra ID keys that several sections share
 //! - `path_format.rs` checks archive path templates; `units.rs` durations and sizes
 //! - `env.rs` substitution and secret files; `suggest.rs` did-you-mean
 
@@ -85,6 +86,7 @@ pub enum EventHubConnection {
     Credential {
         /// `<namespace>.servicebus.windows.net`, optionally with `:port`.
         fully_qualified_namespace: String,
+        /// Where the Entra ID tokens come from.
         credential: CredentialConfig,
     },
 }
@@ -94,14 +96,20 @@ pub enum EventHubConnection {
 pub enum CredentialConfig {
     /// Kubernetes workload identity: the federated token file and the `AZURE_*` variables.
     WorkloadIdentity,
-    /// The VM's or pod's managed identity; `client_id` picks a user-assigned one.
-    ManagedIdentity { client_id: Option<String> },
+    /// The VM's or pod's managed identity.
+    ManagedIdentity {
+        /// Picks a user-assigned identity; the system-assigned one when `None`.
+        client_id: Option<String>,
+    },
     /// The signed-in Azure CLI user, for development.
     AzureCli,
     /// An app registration's client secret.
     ClientSecret {
+        /// Directory (tenant) of the app registration.
         tenant_id: String,
+        /// Application (client) id of the app registration.
         client_id: String,
+        /// From `client_secret` or `client_secret_file`.
         client_secret: Secret,
     },
 }
@@ -122,9 +130,13 @@ pub enum StartPosition {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckpointStoreConfig {
     /// Records in a local directory: one host, no Azure account.
-    File { path: PathBuf },
+    File {
+        /// Directory holding the records.
+        path: PathBuf,
+    },
     /// Blobs in the official SDKs' layout, shared with other hubcap instances and SDK consumers.
     AzureBlob {
+        /// The storage account and how to authenticate to it.
         storage: StorageConfig,
         /// Container name; taken from the URL when the storage is a `container_url`.
         container: String,
@@ -142,7 +154,9 @@ pub enum StorageConfig {
     ContainerUrl(Secret),
     /// The account's blob endpoint and an Entra ID credential.
     AccountUrl {
+        /// `https://<account>.blob.core.windows.net`, without a query.
         account_url: String,
+        /// Where the Entra ID tokens come from.
         credential: CredentialConfig,
     },
 }
@@ -195,17 +209,20 @@ pub enum SinkKind {
         path: PathBuf,
         /// File path under `path`, from tokens; `.avro` is appended.
         path_format: String,
+        /// Avro block compression.
         codec: Codec,
         /// Permissions of the files written (octal in the config, `"0640"`).
         file_mode: u32,
     },
     /// Capture-compatible Avro block blobs.
     AvroBlob {
+        /// The storage account and how to authenticate to it.
         storage: StorageConfig,
         /// Container name; taken from the URL when the storage is a `container_url`.
         container: String,
         /// Blob name, from tokens; `.avro` is appended.
         path_format: String,
+        /// Avro block compression.
         codec: Codec,
         /// Size of the blocks staged while a window is open.
         block_size: u64,
@@ -218,10 +235,12 @@ pub enum Codec {
     /// What Capture writes.
     Null,
     Deflate {
+        /// 0 (store) to 9 (smallest); 1 by default, fast with most of the gain.
         level: u32,
     },
     Snappy,
     Zstd {
+        /// 1 to 22; 3 by default.
         level: i32,
     },
 }
@@ -234,6 +253,7 @@ pub struct HttpConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
+    /// Text for people, JSON for collectors.
     pub format: LogFormat,
     /// A tracing filter: `info`, or `warn,hubcap=debug`.
     pub level: String,
@@ -282,6 +302,7 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors {
     /// The file name used in messages.
     pub source_name: String,
+    /// The problems, sorted by line; those without a line (absent sections) last.
     pub errors: Vec<ConfigError>,
 }
 

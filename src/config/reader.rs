@@ -29,6 +29,7 @@ pub(super) struct Entry<'d> {
     pub key: String,
     /// Line of the key (1-based), when the document says.
     pub line: Option<usize>,
+    /// The value, table or array written there.
     pub item: &'d Item,
 }
 
@@ -63,7 +64,7 @@ impl<'a> Ctx<'a> {
         self.errors.push(ConfigError {
             line,
             key: key.to_owned(),
-            message: message.into(),
+            message: redact_credentials(message.into()),
         });
     }
 
@@ -273,6 +274,30 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Replaces what follows a credential marker with `<redacted>`. Secret keys never quote their
+/// values, but a secret pasted into the wrong key (`name = "Endpoint=...;SharedAccessKey=..."`)
+/// would be quoted as that key's value; this is the last line of defence.
+fn redact_credentials(mut message: String) -> String {
+    const MARKERS: [&str; 4] = [
+        "sharedaccesskey=",
+        "accountkey=",
+        "sharedaccesssignature=",
+        "sig=",
+    ];
+    for marker in MARKERS {
+        let mut from = 0;
+        while let Some(found) = message[from..].to_ascii_lowercase().find(marker) {
+            let start = from + found + marker.len();
+            let length = message[start..]
+                .find([';', '&', '"', '\'', ' ', '\\'])
+                .unwrap_or(message.len() - start);
+            message.replace_range(start..start + length, "<redacted>");
+            from = start + "<redacted>".len();
+        }
+    }
+    message
+}
+
 /// `"a", "b" or "c"`.
 pub(super) fn one_of(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();
@@ -305,7 +330,7 @@ fn describe(item: &Item, secret: bool) -> String {
     match item.as_value() {
         Some(Value::String(value)) => format!("{:?}", value.value()),
         Some(Value::Integer(value)) => value.value().to_string(),
-        Some(Value::Float(value)) => value.value().to_string(),
+        Some(Value::Float(value)) => format!("{:?}", value.value()),
         Some(Value::Boolean(value)) => value.value().to_string(),
         Some(Value::Datetime(value)) => value.value().to_string(),
         _ => kind.to_owned(),
@@ -530,5 +555,24 @@ impl<'d> Section<'d> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_messages_are_redacted() {
+        let message = "invalid hub name \"Endpoint=sb://x/;SharedAccessKey=LEAK1;EntityPath=h\"";
+        assert_eq!(
+            redact_credentials(message.to_owned()),
+            "invalid hub name \"Endpoint=sb://x/;SharedAccessKey=<redacted>;EntityPath=h\""
+        );
+        let message = "found \"AccountName=a;accountkey=LEAK2\" and \"?sv=1&sig=LEAK3&se=2\"";
+        let redacted = redact_credentials(message.to_owned());
+        assert!(!redacted.contains("LEAK"), "{redacted}");
+        assert_eq!(redact_credentials("sig=".to_owned()), "sig=<redacted>");
+        assert_eq!(redact_credentials("no secrets".to_owned()), "no secrets");
     }
 }

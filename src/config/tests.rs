@@ -316,3 +316,32 @@ fn the_example_documents_every_key() {
         }
     }
 }
+
+#[test]
+fn wrong_types_show_what_was_found() {
+    let cases = [
+        ("prefetch = 300.0", "found 300.0"),
+        (
+            "prefetch = \"300\"",
+            "found \"300\" (write it without quotes)",
+        ),
+        ("prefetch = [1]", "found an array"),
+        ("name = { a = 1 }", "expected a string, found a table"),
+        (
+            "start_position = 2024-05-01T00:00:00Z",
+            "found 2024-05-01T00:00:00Z",
+        ),
+    ];
+    for (line, expected) in cases {
+        let output = parse_err(&format!("{}{line}\n", minimal()));
+        assert!(output.contains(expected), "{line}: {output}");
+    }
+}
+
+#[test]
+fn a_secret_pasted_into_the_wrong_key_is_redacted() {
+    let text = format!("{}consumer_group = \"{HUB}\"\n", minimal());
+    let output = parse_err(&text);
+    assert!(output.contains("invalid consumer group"), "{output}");
+    assert!(!output.contains("SECRETKEY0123"), "{output}");
+}
