@@ -203,6 +203,10 @@ pub fn detach_receivers(
     detached
 }
 
+/// A peer that has not finished TLS + SASL + Open by then is hung up on, so a silent or broken
+/// client cannot hold a task and a socket forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Loopback's 64 KiB MTU makes clients see an MSS above 32767, which pyamqp then writes back
 /// with `setsockopt(TCP_MAXSEG)` and fails with EINVAL on some connects. Advertising an MSS
 /// like a real network path's keeps the official SDK's connects reliable.
@@ -263,9 +267,10 @@ async fn handle_stream(
     let _open = open_guard.connection_faults.track();
     let stream = KillableStream::new(stream, killed.clone());
     match tls {
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(stream) => open_amqp(shared, stream, id, killed).await,
-            Err(error) => debug!(connection = id, %error, "TLS handshake failed"),
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => open_amqp(shared, stream, id, killed).await,
+            Ok(Err(error)) => debug!(connection = id, %error, "TLS handshake failed"),
+            Err(_) => debug!(connection = id, "TLS handshake timed out"),
         },
         None => open_amqp(shared, stream, id, killed).await,
     }
@@ -283,10 +288,14 @@ where
         .sasl_acceptor(EventHubsSasl)
         .build();
     let connection = tokio::select! {
-        connection = acceptor.accept(stream) => match connection {
-            Ok(connection) => connection,
-            Err(error) => {
+        connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match connection {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
                 debug!(connection = id, %error, "AMQP open failed");
+                return;
+            }
+            Err(_) => {
+                debug!(connection = id, "AMQP open timed out; hanging up");
                 return;
             }
         },
