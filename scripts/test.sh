@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The project's one test command (README, .ci/run):
+#
+#   bash scripts/test.sh                  everything
+#   bash scripts/test.sh --python-only    skip `cargo test` (still builds), for iterating on tests/interop
+#   bash scripts/test.sh [...] -- ARGS    pass ARGS on to pytest, e.g. -- -k retention
+#
+# Steps: .venv with tests/interop/requirements.txt, node_modules from package-lock.json (Azurite),
+# cargo build --workspace --all-targets, cargo test --workspace, then pytest tests/interop against
+# the freshly built target/debug/hubcap-emulator and hubcap. Installs are skipped when a stamp shows
+# that their inputs did not change. Runs unattended (CI=true, no stdin).
+set -euo pipefail
+
+usage() {
+  sed -n '2,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+python_only=false
+pytest_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --python-only) python_only=true ;;
+    -h | --help) usage; exit 0 ;;
+    --) shift; pytest_args=("$@"); break ;;
+    *) printf 'test.sh: unknown argument: %s\n' "$1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf '\ntest.sh: error: %s\n' "$*" >&2; exit 1; }
+require() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not on PATH: $2"
+}
+
+require python3 "install Python 3.9 or later with its venv module (Debian: apt-get install python3 python3-venv)"
+require node "install Node.js 18 or later (Debian: apt-get install nodejs)"
+require npm "install npm (Debian: apt-get install npm)"
+require cargo "install the Rust toolchain (rustup) with cargo on PATH"
+require sha256sum "install coreutils"
+
+fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# --- Python: .venv -------------------------------------------------------------------------------
+venv=.venv
+requirements=tests/interop/requirements.txt
+venv_stamp=$venv/.hubcap-requirements.stamp
+system_python=$(python3 -c 'import sys; print(".".join(map(str, sys.version_info[:3])))')
+venv_python=$("$venv/bin/python" -c 'import sys; print(".".join(map(str, sys.version_info[:3])))' 2>/dev/null || true)
+if [ "$venv_python" != "$system_python" ]; then
+  step "creating virtualenv $venv (python $system_python)"
+  python3 -m venv --clear "$venv" \
+    || die "python3 -m venv failed: install the venv module (Debian: apt-get install python3-venv)"
+fi
+wanted_venv_stamp="python $system_python, requirements $(fingerprint "$requirements")"
+if [ "$(cat "$venv_stamp" 2>/dev/null || true)" = "$wanted_venv_stamp" ]; then
+  step "Python test requirements: up to date ($venv)"
+else
+  step "installing Python test requirements into $venv"
+  rm -f "$venv_stamp"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet -r "$requirements" \
+    || die "pip install -r $requirements failed (see above)"
+  printf '%s\n' "$wanted_venv_stamp" >"$venv_stamp"
+fi
+
+# --- Node: Azurite -------------------------------------------------------------------------------
+npm_stamp=node_modules/.hubcap-package-lock.stamp
+azurite_bin=$repo_root/node_modules/.bin/azurite-blob
+wanted_npm_stamp="node $(node --version), lock $(fingerprint package.json package-lock.json)"
+if [ -x "$azurite_bin" ] && [ "$(cat "$npm_stamp" 2>/dev/null || true)" = "$wanted_npm_stamp" ]; then
+  step "node_modules: up to date"
+else
+  step "npm ci (Azurite)"
+  npm ci --no-audit --no-fund || die "npm ci failed (see above)"
+  [ -x "$azurite_bin" ] || die "npm ci did not install $azurite_bin"
+  printf '%s\n' "$wanted_npm_stamp" >"$npm_stamp"
+fi
+
+# --- Rust ------------------------------------------------------------------------------------------
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets || die "cargo build failed (see above)"
+
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') \
+  || die "cargo metadata failed: cannot locate the target directory"
+emulator_bin=$target_dir/debug/hubcap-emulator
+hubcap_bin=$target_dir/debug/hubcap
+for bin in "$emulator_bin" "$hubcap_bin"; do
+  [ -x "$bin" ] || die "cargo build did not produce $bin"
+done
+
+cargo_result="skipped (--python-only)"
+if [ "$python_only" = false ]; then
+  step "cargo test --workspace"
+  if cargo test --workspace; then
+    cargo_result=passed
+  else
+    cargo_result="FAILED (exit $?)"
+  fi
+fi
+
+# --- Python interop tests ------------------------------------------------------------------------
+step "pytest tests/interop"
+pytest_status=0
+HUBCAP_EMULATOR_BIN=$emulator_bin HUBCAP_BIN=$hubcap_bin AZURITE_BIN=$azurite_bin PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/python" -m pytest tests/interop -v ${pytest_args[@]+"${pytest_args[@]}"} || pytest_status=$?
+case $pytest_status in
+  0) pytest_result=passed ;;
+  5) pytest_result="FAILED (pytest collected no tests)" ;;
+  *) pytest_result="FAILED (exit $pytest_status)" ;;
+esac
+
+# --- summary -------------------------------------------------------------------------------------
+overall=OK
+case "$cargo_result" in FAILED*) overall=FAILED ;; esac
+case "$pytest_result" in FAILED*) overall=FAILED ;; esac
+printf '\ntest.sh: %s (cargo build: ok; cargo test: %s; pytest tests/interop: %s)\n' \
+  "$overall" "$cargo_result" "$pytest_result"
+[ "$overall" = OK ]
