@@ -7,6 +7,7 @@
 //! partition. Checkpoint writes are unconditional here: the pipeline fences them by renewing its
 //! ownership (a compare-and-swap) immediately before, under the partition's ownership lock.
 
+pub mod blob;
 pub mod file;
 
 use std::future::Future;
@@ -121,6 +122,17 @@ pub enum StoreError {
     InvalidRecord { name: String, reason: String },
 }
 
+impl StoreError {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Refused { .. } => "refused",
+            StoreError::InvalidRecord { .. } => "invalid_record",
+        }
+    }
+}
+
 /// What hubcap needs from a checkpoint store. Implementations: [`file::FileCheckpointStore`]
 /// (a local directory) and the Azure Blob store.
 pub trait CheckpointStore: Send + Sync {
@@ -148,12 +160,14 @@ pub trait CheckpointStore: Send + Sync {
 #[derive(Debug)]
 pub enum Store {
     File(file::FileCheckpointStore),
+    Blob(blob::BlobCheckpointStore),
 }
 
 impl CheckpointStore for Store {
     async fn list_ownership(&self) -> Result<Vec<Ownership>, StoreError> {
         match self {
             Store::File(store) => store.list_ownership().await,
+            Store::Blob(store) => store.list_ownership().await,
         }
     }
 
@@ -163,18 +177,21 @@ impl CheckpointStore for Store {
     ) -> Result<Vec<Ownership>, StoreError> {
         match self {
             Store::File(store) => store.claim_ownership(claims).await,
+            Store::Blob(store) => store.claim_ownership(claims).await,
         }
     }
 
     async fn list_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         match self {
             Store::File(store) => store.list_checkpoints().await,
+            Store::Blob(store) => store.list_checkpoints().await,
         }
     }
 
     async fn update_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         match self {
             Store::File(store) => store.update_checkpoint(checkpoint).await,
+            Store::Blob(store) => store.update_checkpoint(checkpoint).await,
         }
     }
 }

@@ -1,0 +1,263 @@
+//! The checkpoint store in Azure Blob Storage, in the official SDKs' layout, so hubcap shares
+//! state with (and takes over from) Python, .NET, Java, Go and Rust event processors.
+//!
+//! Each record is an empty block blob named `<fqns>/<hub>/<consumer group>/ownership/<id>` or
+//! `.../checkpoint/<id>`; all state is in metadata: `ownerid` on ownerships, `offset` and
+//! `sequencenumber` on checkpoints. An ownership's time is the blob's Last-Modified and its
+//! version the blob's ETag (without quotes).
+//!
+//! The HTTP sequence is the Python store's (see `reference/eventhubs-protocol.md` §9):
+//! - claim with a version: Set Blob Metadata `{ownerid}` + `If-Match: <etag>`; 412 or 404 means
+//!   another writer got there first and the claim is left out of the result;
+//! - claim without a version: Put Blob (empty) `{ownerid}` + `If-None-Match: *`; 409 or 412 =
+//!   lost. Never Set Blob Metadata with `If-None-Match: *`: Azurite ignores that condition;
+//! - checkpoint: Set Blob Metadata `{offset, sequencenumber}` unconditionally, and Put Blob if
+//!   the blob does not exist yet. An absent value is written as `""`, as .NET does, so every
+//!   reader finds both keys.
+
+use std::collections::HashMap;
+
+use futures_util::{stream, StreamExt as _};
+
+use super::{
+    Checkpoint, CheckpointStore, NameCase, Ownership, OwnershipClaim, RecordKind, StoreError,
+    StoreScope,
+};
+use crate::storage::{BlobContainer, Condition, StorageError, Written};
+
+/// Metadata key of the owner id on ownership blobs.
+const OWNER_ID: &str = "ownerid";
+/// Metadata key of the offset on checkpoint blobs.
+const OFFSET: &str = "offset";
+/// Metadata key of the sequence number on checkpoint blobs.
+const SEQUENCE_NUMBER: &str = "sequencenumber";
+/// Claims in flight at once: one balancing cycle claims every owned partition.
+const CONCURRENT_CLAIMS: usize = 16;
+
+/// A [`CheckpointStore`] in a blob container. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BlobCheckpointStore {
+    /// The container holding the records.
+    container: BlobContainer,
+    /// The consumer group whose records this store reads and writes.
+    scope: StoreScope,
+    /// Casing of blob names; must match the other processors sharing the container.
+    case: NameCase,
+}
+
+/// How one claim ended.
+enum ClaimOutcome {
+    Won(Ownership),
+    /// Another writer changed or created the record first.
+    Lost,
+}
+
+impl BlobCheckpointStore {
+    /// A store for `scope` in `container`. Does no I/O.
+    pub fn new(container: BlobContainer, scope: StoreScope, case: NameCase) -> Self {
+        Self {
+            container,
+            scope,
+            case,
+        }
+    }
+
+    /// The records of one kind as `(partition id, blob)`. Blobs nested deeper than a partition
+    /// id are not records.
+    async fn list(
+        &self,
+        kind: RecordKind,
+    ) -> Result<Vec<(String, crate::storage::BlobItem)>, StoreError> {
+        let prefix = self.scope.prefix(kind, self.case);
+        let items = self
+            .container
+            .list_with_metadata(&prefix)
+            .await
+            .map_err(store_error)?;
+        Ok(items
+            .into_iter()
+            .filter_map(|item| {
+                let partition_id = item.name.strip_prefix(&prefix)?.to_owned();
+                let is_record = !partition_id.is_empty() && !partition_id.contains('/');
+                is_record.then_some((partition_id, item))
+            })
+            .collect())
+    }
+
+    /// The blob name of one partition's record, refusing ids that are not one name segment.
+    fn record_name(&self, kind: RecordKind, partition_id: &str) -> Result<String, StoreError> {
+        if partition_id.is_empty() || partition_id.contains('/') {
+            return Err(StoreError::Refused {
+                reason: format!("partition id {partition_id:?} cannot name a blob record"),
+            });
+        }
+        Ok(self.scope.record_name(kind, partition_id, self.case))
+    }
+
+    async fn claim_one(&self, claim: &OwnershipClaim) -> Result<ClaimOutcome, StoreError> {
+        let name = self.record_name(RecordKind::Ownership, &claim.partition_id)?;
+        let metadata = HashMap::from([(OWNER_ID.to_owned(), claim.owner_id.clone())]);
+        let written = match &claim.version {
+            Some(etag) => {
+                self.container
+                    .set_metadata(&name, &metadata, Condition::IfMatch(etag.clone()))
+                    .await
+            }
+            None => {
+                self.container
+                    .upload_empty(&name, &metadata, Condition::IfNoneMatchAny)
+                    .await
+            }
+        };
+        match written {
+            Ok(Written {
+                etag,
+                last_modified,
+            }) => Ok(ClaimOutcome::Won(Ownership {
+                partition_id: claim.partition_id.clone(),
+                owner_id: claim.owner_id.clone(),
+                last_modified,
+                version: etag,
+            })),
+            Err(StorageError::ConditionNotMet { .. } | StorageError::AlreadyExists { .. }) => {
+                Ok(ClaimOutcome::Lost)
+            }
+            // The record vanished since it was read: whoever deleted it did not leave it to us.
+            Err(StorageError::NotFound { .. }) if claim.version.is_some() => Ok(ClaimOutcome::Lost),
+            Err(err) => Err(store_error(err)),
+        }
+    }
+}
+
+impl CheckpointStore for BlobCheckpointStore {
+    async fn list_ownership(&self) -> Result<Vec<Ownership>, StoreError> {
+        let records = self.list(RecordKind::Ownership).await?;
+        Ok(records
+            .into_iter()
+            .map(|(partition_id, item)| Ownership {
+                partition_id,
+                owner_id: item.metadata.get(OWNER_ID).cloned().unwrap_or_default(),
+                last_modified: item.last_modified,
+                version: item.etag,
+            })
+            .collect())
+    }
+
+    /// Claims run concurrently. A claim that fails for another reason than a lost race is left
+    /// out like a lost one (as the Python store does) and logged; only when every claim failed
+    /// is the first failure returned, so a dead store is not mistaken for lost races.
+    async fn claim_ownership(
+        &self,
+        claims: &[OwnershipClaim],
+    ) -> Result<Vec<Ownership>, StoreError> {
+        // Collected first: a closure inside the stream trips rustc's higher-ranked Send check.
+        let attempts: Vec<_> = claims.iter().map(|claim| self.claim_one(claim)).collect();
+        let outcomes: Vec<_> = stream::iter(attempts)
+            .buffered(CONCURRENT_CLAIMS)
+            .collect()
+            .await;
+        let mut won = Vec::new();
+        let mut first_error = None;
+        let mut answered = false;
+        for (claim, outcome) in claims.iter().zip(outcomes) {
+            match outcome {
+                Ok(ClaimOutcome::Won(ownership)) => {
+                    answered = true;
+                    won.push(ownership);
+                }
+                Ok(ClaimOutcome::Lost) => {
+                    answered = true;
+                    tracing::debug!(
+                        partition_id = %claim.partition_id,
+                        owner_id = %claim.owner_id,
+                        "ownership claim lost to another writer"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        partition_id = %claim.partition_id,
+                        error = %err,
+                        "ownership claim failed"
+                    );
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) if !answered => Err(err),
+            _ => Ok(won),
+        }
+    }
+
+    async fn list_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let records = self.list(RecordKind::Checkpoint).await?;
+        records
+            .into_iter()
+            .map(|(partition_id, item)| {
+                let value = |key: &str| {
+                    item.metadata
+                        .get(key)
+                        .filter(|value| !value.is_empty())
+                        .cloned()
+                };
+                let sequence_number = value(SEQUENCE_NUMBER)
+                    .map(|text| {
+                        text.parse::<i64>().map_err(|_| StoreError::InvalidRecord {
+                            name: item.name.clone(),
+                            reason: format!("sequencenumber {text:?} is not an integer"),
+                        })
+                    })
+                    .transpose()?;
+                Ok(Checkpoint {
+                    partition_id,
+                    offset: value(OFFSET),
+                    sequence_number,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let name = self.record_name(RecordKind::Checkpoint, &checkpoint.partition_id)?;
+        let metadata = HashMap::from([
+            (
+                OFFSET.to_owned(),
+                checkpoint.offset.clone().unwrap_or_default(),
+            ),
+            (
+                SEQUENCE_NUMBER.to_owned(),
+                checkpoint
+                    .sequence_number
+                    .map(|number| number.to_string())
+                    .unwrap_or_default(),
+            ),
+        ]);
+        match self
+            .container
+            .set_metadata(&name, &metadata, Condition::None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StorageError::NotFound { .. }) => self
+                .container
+                .upload_empty(&name, &metadata, Condition::None)
+                .await
+                .map(drop)
+                .map_err(store_error),
+            Err(err) => Err(store_error(err)),
+        }
+    }
+}
+
+/// Transient storage failures are worth retrying; everything else needs a person.
+fn store_error(err: StorageError) -> StoreError {
+    if err.is_transient() {
+        StoreError::Unavailable {
+            reason: err.to_string(),
+        }
+    } else {
+        StoreError::Refused {
+            reason: err.to_string(),
+        }
+    }
+}
