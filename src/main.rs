@@ -28,6 +28,24 @@ enum Command {
         #[arg(long, short, env = "HUBCAP_CONFIG")]
         config: PathBuf,
     },
+    /// Run the whole pipeline on an embedded emulator: no Azure account needed.
+    Demo {
+        /// Directory for the checkpoints and the Capture files.
+        #[arg(long, default_value = "hubcap-demo")]
+        dir: PathBuf,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+        /// Events per second to publish.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Partitions of the demo event hub.
+        #[arg(long, default_value_t = 4)]
+        partitions: usize,
+        /// Seconds each Capture window stays open.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +53,55 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
+        Command::Demo {
+            dir,
+            duration,
+            rate,
+            partitions,
+            window,
+        } => demo(hubcap::demo::DemoOptions {
+            dir,
+            duration: duration.map(std::time::Duration::from_secs),
+            rate,
+            partitions,
+            window: std::time::Duration::from_secs(window),
+        }),
+    }
+}
+
+fn demo(options: hubcap::demo::DemoOptions) -> ExitCode {
+    init_logging(LogFormat::Text, "warn");
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async {
+        let stop = CancellationToken::new();
+        tokio::spawn(watch_signals(stop.clone()));
+        match hubcap::demo::run(options, stop).await {
+            Ok(summary) => {
+                println!();
+                println!("sent {} events; {} Capture files under {}", summary.events_sent, summary.files.len(), summary.capture_dir.display());
+                if let Some(first) = summary.files.first() {
+                    println!("read one with fastavro:");
+                    println!("  python3 -c 'import fastavro,sys; [print(r[\"SequenceNumber\"], r[\"Body\"]) for r in fastavro.reader(open(sys.argv[1],\"rb\"))]' {}", first.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hubcap demo: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            None
+        }
     }
 }
 
@@ -61,15 +128,8 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     init_logging(config.log.format, &config.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

@@ -1,136 +1,27 @@
 //! One owned partition: receive -> sink window -> commit -> checkpoint, until drained or lost.
 //!
 //! The order is the delivery contract: a checkpoint names only an event the sink has already
-//! committed, and is written only while this instance still holds the partition (the lease's
-//! compare-and-swap renewal immediately before the write, under the lease lock). A lost
-//! partition abandons its open window and never checkpoints again.
+//! committed, and is written only through the partition's [`OwnershipLease`], which renews the
+//! ownership (a compare-and-swap) immediately before. A lost partition abandons its open window
+//! and never checkpoints again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::checkpoint::{
-    Checkpoint, CheckpointStore, Ownership, OwnershipClaim, Store, StoreError,
-};
+use crate::checkpoint::{Checkpoint, Store};
+use crate::lease::{CheckpointError, OwnershipLease};
 use crate::eventhubs::{
     EventHubClient, EventHubsError, EventPosition, ReceivedEvent, ReceiverOptions, Recovery,
 };
-use crate::sink::{CommittedWindow, PartitionSink};
-
-/// The right to checkpoint one partition. Both the supervisor's renewals and the partition's
-/// checkpoints go through it, so the version used for each compare-and-swap is always current.
-#[derive(Debug)]
-pub struct OwnershipLease {
-    pub partition_id: String,
-    /// The record as last written by this instance; the lock serialises renewals and
-    /// checkpoints.
-    ownership: Mutex<Ownership>,
-    /// Cancelled for good when a renewal finds the partition owned by someone else.
-    lost: CancellationToken,
-}
-
-/// Why a checkpoint was not written.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("partition {partition_id} is no longer owned by this instance")]
-    Lost { partition_id: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl OwnershipLease {
-    pub fn new(ownership: Ownership) -> Self {
-        Self {
-            partition_id: ownership.partition_id.clone(),
-            ownership: Mutex::new(ownership),
-            lost: CancellationToken::new(),
-        }
-    }
-
-    pub fn lost(&self) -> &CancellationToken {
-        &self.lost
-    }
-
-    pub fn is_lost(&self) -> bool {
-        self.lost.is_cancelled()
-    }
-
-    /// Renews the ownership (compare-and-swap on the last version); marks the lease lost if
-    /// another instance wrote the record since.
-    pub async fn renew(&self, store: &Store) -> Result<(), CheckpointError> {
-        let mut ownership = self.ownership.lock().await;
-        self.renew_locked(store, &mut ownership).await
-    }
-
-    async fn renew_locked(
-        &self,
-        store: &Store,
-        ownership: &mut Ownership,
-    ) -> Result<(), CheckpointError> {
-        if self.lost.is_cancelled() {
-            return Err(self.lost_error());
-        }
-        let claim = OwnershipClaim {
-            partition_id: ownership.partition_id.clone(),
-            owner_id: ownership.owner_id.clone(),
-            version: Some(ownership.version.clone()),
-        };
-        let won = store.claim_ownership(std::slice::from_ref(&claim)).await?;
-        match won.into_iter().next() {
-            Some(renewed) => {
-                *ownership = renewed;
-                Ok(())
-            }
-            None => {
-                self.lost.cancel();
-                Err(self.lost_error())
-            }
-        }
-    }
-
-    /// Writes `checkpoint` only if this instance still owns the partition.
-    pub async fn checkpoint(
-        &self,
-        store: &Store,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), CheckpointError> {
-        let mut ownership = self.ownership.lock().await;
-        self.renew_locked(store, &mut ownership).await?;
-        store.update_checkpoint(checkpoint).await?;
-        Ok(())
-    }
-
-    /// Gives the partition up (`ownerid = ""`) so another instance can claim it at once.
-    pub async fn release(&self, store: &Store) -> Result<(), CheckpointError> {
-        let mut ownership = self.ownership.lock().await;
-        if self.lost.is_cancelled() {
-            return Ok(());
-        }
-        let claim = OwnershipClaim {
-            partition_id: ownership.partition_id.clone(),
-            owner_id: String::new(),
-            version: Some(ownership.version.clone()),
-        };
-        let released = store.claim_ownership(std::slice::from_ref(&claim)).await?;
-        self.lost.cancel();
-        if let Some(record) = released.into_iter().next() {
-            *ownership = record;
-        }
-        Ok(())
-    }
-
-    fn lost_error(&self) -> CheckpointError {
-        CheckpointError::Lost {
-            partition_id: self.partition_id.clone(),
-        }
-    }
-}
+use crate::health::Health;
+use crate::metrics::PartitionMetrics;
+use crate::sink::{CommittedWindow, PartitionSink, SinkError, WindowNames};
 
 /// How a partition task ended.
 #[derive(Debug)]
@@ -151,6 +42,8 @@ pub struct PartitionSettings {
     pub batch_size: usize,
     pub retry_min_backoff: Duration,
     pub retry_max_backoff: Duration,
+    /// Recycle a receiver that delivers nothing for this long while the partition has a backlog.
+    pub stuck_timeout: Duration,
 }
 
 /// Everything one partition task needs.
@@ -167,10 +60,23 @@ pub struct PartitionTask {
     pub expected_sequence_number: Option<i64>,
     /// Cancelled to drain: commit the open window, checkpoint, stop.
     pub stop: CancellationToken,
+    /// Names the sink substitutes into paths.
+    pub names: Arc<WindowNames>,
+    pub metrics: PartitionMetrics,
+    pub health: Arc<Health>,
 }
 
 enum Step {
     Continue,
+    Exit(PartitionExit),
+}
+
+/// The outcome of closing a window.
+enum Committed {
+    /// Committed and checkpointed (or nothing to commit).
+    Done,
+    /// The sink lost the window: receive again from this position.
+    Reread(EventPosition),
     Exit(PartitionExit),
 }
 
@@ -184,6 +90,9 @@ impl PartitionTask {
         );
         let mut position = self.start.clone();
         let mut batch: Vec<ReceivedEvent> = Vec::with_capacity(self.settings.batch_size);
+        if let Err(error) = self.sink.open_empty_window_if_configured() {
+            warn!(partition_id = %partition_id, error = %error, "cannot open the first window");
+        }
         loop {
             if self.stop.is_cancelled() {
                 return self.drain().await;
@@ -207,8 +116,15 @@ impl PartitionTask {
                 },
             };
             info!(partition_id = %partition_id, position = %position.filter_expression(), "receiving");
-            let failure = loop {
+            self.health.eventhubs_reachable();
+            self.health.partition(&partition_id, |p| {
+                p.receiving = true;
+                p.last_error = None;
+            });
+            let mut last_delivery = std::time::Instant::now();
+            let failure: Option<EventHubsError> = loop {
                 let deadline = self.sink.window_deadline();
+                let stuck_check = last_delivery + self.settings.stuck_timeout;
                 let received = tokio::select! {
                     biased;
                     _ = self.lease.lost().cancelled() => {
@@ -220,18 +136,36 @@ impl PartitionTask {
                         return self.drain().await;
                     }
                     _ = sleep_until(deadline) => None,
+                    _ = tokio::time::sleep_until(stuck_check.into()) => {
+                        last_delivery = std::time::Instant::now();
+                        if self.has_backlog_past(&position).await {
+                            self.metrics.receiver_recycled();
+                            warn!(partition_id = %partition_id, idle_seconds = self.settings.stuck_timeout.as_secs(),
+                                position = %position.filter_expression(),
+                                "partition has a backlog but its receiver delivered nothing; recycling the receiver");
+                            break None;
+                        }
+                        continue;
+                    }
                     received = receiver.recv_batch(self.settings.batch_size, &mut batch) => Some(received),
                 };
                 match received {
-                    None => {
-                        if let Some(exit) = self.commit_and_checkpoint(&mut rng).await {
+                    None => match self.commit_and_checkpoint(&mut rng).await {
+                        Committed::Done => {}
+                        Committed::Reread(from) => {
+                            position = from;
+                            break None;
+                        }
+                        Committed::Exit(exit) => {
                             receiver.close().await;
                             return exit;
                         }
-                    }
+                    },
                     Some(Ok(())) => {
                         backoff.reset();
+                        last_delivery = std::time::Instant::now();
                         self.note_gap(&batch);
+                        self.observe_batch(&batch, receiver.last_enqueued());
                         if let Some(last) = batch.last() {
                             position = EventPosition::SequenceNumber {
                                 sequence_number: last.sequence_number,
@@ -254,24 +188,34 @@ impl PartitionTask {
                                 };
                             }
                             batch.clear();
-                            break EventHubsError::Protocol {
-                                reason: format!("sink append failed: {error}"),
-                            };
+                            self.metrics.sink_error(error.kind());
+                            break None;
                         }
                         batch.clear();
                         if self.sink.window_full() {
-                            if let Some(exit) = self.commit_and_checkpoint(&mut rng).await {
-                                receiver.close().await;
-                                return exit;
+                            match self.commit_and_checkpoint(&mut rng).await {
+                                Committed::Done => {}
+                                Committed::Reread(from) => {
+                                    position = from;
+                                    break None;
+                                }
+                                Committed::Exit(exit) => {
+                                    receiver.close().await;
+                                    return exit;
+                                }
                             }
                         }
                     }
-                    Some(Err(error)) => break error,
+                    Some(Err(error)) => break Some(error),
                 }
             };
-            // Events received before the failure are in the open window; resume after them.
+            // Events received before a failure are in the open window; resume after them.
             batch.clear();
             receiver.close().await;
+            let Some(failure) = failure else {
+                // A dropped window: read it again at once from `position`.
+                continue;
+            };
             match self.recover(failure, &mut position) {
                 Step::Exit(exit) => return exit,
                 Step::Continue => {
@@ -289,6 +233,11 @@ impl PartitionTask {
         let partition_id = &self.lease.partition_id;
         match error.recovery() {
             Recovery::Retry | Recovery::Reconnect => {
+                self.metrics.reconnect(error.kind());
+                self.health.partition(partition_id, |p| {
+                    p.receiving = false;
+                    p.last_error = Some(error.to_string());
+                });
                 warn!(partition_id = %partition_id, error = %error, error_type = error.kind(), "receive failed; retrying");
                 Step::Continue
             }
@@ -297,6 +246,7 @@ impl PartitionTask {
                 Step::Exit(self.lose())
             }
             Recovery::PositionUnavailable => {
+                self.metrics.position_fallback();
                 // A checkpoint past the end of the partition (a recreated hub): read everything
                 // that is there rather than skip anything.
                 warn!(partition_id = %partition_id, position = %position.filter_expression(), error = %error,
@@ -318,10 +268,53 @@ impl PartitionTask {
         }
     }
 
+    /// Whether the service holds events after `position` (the watchdog's question). Errors
+    /// count as "no": the watchdog must never recycle on guesses.
+    async fn has_backlog_past(&self, position: &EventPosition) -> bool {
+        let Ok(properties) = self.client.partition_properties(&self.lease.partition_id).await else {
+            return false;
+        };
+        if properties.is_empty {
+            return false;
+        }
+        match position {
+            EventPosition::SequenceNumber { sequence_number, inclusive } => {
+                let next = if *inclusive { *sequence_number } else { sequence_number + 1 };
+                properties.last_enqueued_sequence_number >= next
+            }
+            EventPosition::Earliest => true,
+            EventPosition::Offset { .. } => match self.expected_sequence_number {
+                Some(next) => properties.last_enqueued_sequence_number >= next,
+                None => false,
+            },
+            EventPosition::Latest | EventPosition::EnqueuedTime { .. } => false,
+        }
+    }
+
+    /// Records a received batch: counters, and lag from the service's last-enqueued information.
+    fn observe_batch(&self, batch: &[ReceivedEvent], last_enqueued: Option<crate::eventhubs::receiver::LastEnqueued>) {
+        let Some(last) = batch.last() else { return };
+        let body_bytes: usize = batch.iter().map(|e| e.body.len()).sum();
+        self.metrics.received(batch.len(), body_bytes as u64);
+        let lag = last_enqueued.map(|end| {
+            let events = end.sequence_number - last.sequence_number;
+            let seconds = (end.enqueued_time_ms - last.enqueued_time_ms) as f64 / 1000.0;
+            (events, seconds)
+        });
+        if let Some((events, seconds)) = lag {
+            self.metrics.lag(events, seconds);
+        }
+        self.health.partition(&self.lease.partition_id, |p| {
+            p.lag_events = lag.map(|(events, _)| events.max(0));
+            p.last_progress = Some(std::time::Instant::now());
+        });
+    }
+
     fn note_gap(&mut self, batch: &[ReceivedEvent]) {
         let Some(first) = batch.first() else { return };
         if let Some(expected) = self.expected_sequence_number.take() {
             if first.sequence_number > expected {
+                self.metrics.expired((first.sequence_number - expected) as u64);
                 warn!(
                     partition_id = %self.lease.partition_id,
                     expected_sequence_number = expected,
@@ -334,24 +327,56 @@ impl PartitionTask {
     }
 
     /// Commits the open window and checkpoints it, retrying the sink with backoff (the
-    /// partition stops receiving meanwhile). Returns an exit if the partition was lost or
-    /// stopped during the retries.
-    async fn commit_and_checkpoint(&mut self, rng: &mut StdRng) -> Option<PartitionExit> {
+    /// partition stops receiving meanwhile). A window the sink lost must be read again: that
+    /// comes back as [`Committed::Reread`].
+    async fn commit_and_checkpoint(&mut self, rng: &mut StdRng) -> Committed {
         let mut backoff = Backoff::new(
             self.settings.retry_min_backoff,
             self.settings.retry_max_backoff,
         );
         loop {
-            match self.sink.commit().await {
-                Ok(Some(window)) => return self.checkpoint(&window).await,
-                Ok(None) => return None,
+            let started = std::time::Instant::now();
+            match self.sink.commit(&self.names).await {
+                Ok(Some(window)) => {
+                    self.metrics.committed(window.events, window.bytes, started.elapsed());
+                    self.health.partition(&self.lease.partition_id, |p| {
+                        p.sink_failing = false;
+                        if window.last_sequence_number.is_some() {
+                            p.last_committed_sequence_number = window.last_sequence_number;
+                        }
+                    });
+                    if let Some(exit) = self.checkpoint(&window).await {
+                        return Committed::Exit(exit);
+                    }
+                    if let Err(error) = self.sink.open_empty_window_if_configured() {
+                        warn!(partition_id = %self.lease.partition_id, error = %error, "cannot open the next window");
+                    }
+                    return Committed::Done;
+                }
+                Ok(None) => return Committed::Done,
+                Err(SinkError::WindowLost {
+                    first_sequence_number,
+                    reason,
+                }) => {
+                    warn!(partition_id = %self.lease.partition_id, reason = %reason, first_sequence_number,
+                        "sink lost the open window; reading its events again");
+                    return Committed::Reread(EventPosition::SequenceNumber {
+                        sequence_number: first_sequence_number,
+                        inclusive: true,
+                    });
+                }
                 Err(error) => {
+                    self.metrics.sink_error(error.kind());
+                    self.health.partition(&self.lease.partition_id, |p| {
+                        p.sink_failing = true;
+                        p.last_error = Some(error.to_string());
+                    });
                     warn!(partition_id = %self.lease.partition_id, error = %error, error_type = error.kind(),
                         "sink commit failed; retrying without checkpointing");
                     let delay = backoff.next_delay(rng);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = self.lease.lost().cancelled() => return Some(self.lose()),
+                        _ = self.lease.lost().cancelled() => return Committed::Exit(self.lose()),
                     }
                 }
             }
@@ -359,20 +384,31 @@ impl PartitionTask {
     }
 
     async fn checkpoint(&mut self, window: &CommittedWindow) -> Option<PartitionExit> {
+        let (Some(last_sequence_number), Some(last_offset)) =
+            (window.last_sequence_number, window.last_offset.clone())
+        else {
+            info!(partition_id = %self.lease.partition_id, location = window.location.as_deref().unwrap_or(""),
+                "empty window committed");
+            return None;
+        };
         let checkpoint = Checkpoint {
             partition_id: self.lease.partition_id.clone(),
-            offset: Some(window.last_offset.clone()),
-            sequence_number: Some(window.last_sequence_number),
+            offset: Some(last_offset),
+            sequence_number: Some(last_sequence_number),
         };
         match self.lease.checkpoint(&self.store, &checkpoint).await {
             Ok(()) => {
+                self.metrics.checkpointed(last_sequence_number);
+                self.health.store_reachable();
                 info!(partition_id = %self.lease.partition_id, events = window.events, bytes = window.bytes,
-                    first_sequence_number = window.first_sequence_number,
-                    last_sequence_number = window.last_sequence_number, "window committed and checkpointed");
+                    first_sequence_number = window.first_sequence_number.unwrap_or_default(),
+                    last_sequence_number, location = window.location.as_deref().unwrap_or(""),
+                    "window committed and checkpointed");
                 None
             }
             Err(CheckpointError::Lost { .. }) => Some(self.lose()),
             Err(CheckpointError::Store(error)) => {
+                self.metrics.checkpoint_error(error.kind());
                 // The window is committed; the next window's checkpoint covers it too. A crash
                 // before then re-reads these events: duplicates, never loss.
                 warn!(partition_id = %self.lease.partition_id, error = %error,
@@ -385,8 +421,9 @@ impl PartitionTask {
     async fn drain(&mut self) -> PartitionExit {
         let mut rng = StdRng::from_entropy();
         match self.commit_and_checkpoint(&mut rng).await {
-            Some(exit) => exit,
-            None => PartitionExit::Drained,
+            Committed::Exit(exit) => exit,
+            // Not checkpointed: the next owner reads the lost window again.
+            Committed::Done | Committed::Reread(_) => PartitionExit::Drained,
         }
     }
 

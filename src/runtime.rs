@@ -6,7 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::Strategy;
+use crate::checkpoint::blob::BlobCheckpointStore;
 use crate::checkpoint::file::FileCheckpointStore;
+use crate::storage::BlobContainer;
 use crate::checkpoint::{NameCase, Store, StoreScope};
 use crate::config::{self, CheckpointStoreConfig, Config, EventHubConnection, SinkKind};
 use crate::credential::{token_credential, EntraTokenProvider};
@@ -14,8 +16,12 @@ use crate::eventhubs::connection_string::{ConnectionString, ConnectionStringAuth
 use crate::eventhubs::{
     ClientSettings, Credential, EventHubClient, EventPosition, ReceiverOptions,
 };
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::partition::PartitionSettings;
-use crate::sink::{Sink, WindowSettings};
+use crate::sink::file::FileSinkSettings;
+use crate::sink::path_format::PathFormat;
+use crate::sink::{Sink, WindowNames, WindowSettings};
 use crate::supervisor::{Supervisor, SupervisorSettings};
 
 /// Events handed from a receiver to the sink at once.
@@ -29,8 +35,12 @@ pub enum SetupError {
     Unsupported { what: &'static str },
     #[error(transparent)]
     EventHubs(#[from] crate::eventhubs::EventHubsError),
+    #[error("[sink] path_format: {reason}")]
+    PathFormat { reason: String },
     #[error("[eventhub] credential: {0}")]
     Credential(#[from] crate::credential::CredentialError),
+    #[error("[checkpoint_store] {0}")]
+    Storage(String),
     #[error("checkpoint store: {0}")]
     Store(#[from] crate::checkpoint::StoreError),
 }
@@ -115,7 +125,7 @@ pub fn start_position(position: &config::StartPosition) -> EventPosition {
     }
 }
 
-pub fn open_store(config: &Config) -> Result<Store, SetupError> {
+pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
     let scope = StoreScope {
         fully_qualified_namespace: fully_qualified_namespace(config)?,
         event_hub: config.eventhub.name.clone(),
@@ -127,18 +137,45 @@ pub fn open_store(config: &Config) -> Result<Store, SetupError> {
             scope,
             NameCase::Lower,
         )?)),
-        CheckpointStoreConfig::AzureBlob { .. } => Err(SetupError::Unsupported {
-            what: "the azure_blob checkpoint store",
-        }),
+        CheckpointStoreConfig::AzureBlob {
+            storage,
+            container,
+            blob_name_case,
+        } => {
+            let container = BlobContainer::connect(storage, container)
+                .map_err(|e| SetupError::Storage(e.to_string()))?;
+            // Convenient for new accounts and Azurite; a container SAS may not be allowed to
+            // create containers, and then the container must exist already.
+            if let Err(error) = container.create_container_if_missing().await {
+                tracing::debug!(error = %error, "checkpoint container not created");
+            }
+            Ok(Store::Blob(BlobCheckpointStore::new(
+                container,
+                scope,
+                *blob_name_case,
+            )))
+        }
     }
 }
 
 pub fn sink(config: &Config) -> Result<Sink, SetupError> {
     match &config.sink.kind {
         SinkKind::Stdout => Ok(Sink::Stdout),
-        SinkKind::AvroFile { .. } => Err(SetupError::Unsupported {
-            what: "the avro_file sink",
-        }),
+        SinkKind::AvroFile {
+            path,
+            path_format,
+            codec,
+            file_mode,
+        } => Ok(Sink::AvroFile(Arc::new(FileSinkSettings {
+            root: path.clone(),
+            path_format: Arc::new(PathFormat::parse(path_format).map_err(|e| {
+                SetupError::PathFormat {
+                    reason: e.to_string(),
+                }
+            })?),
+            codec: *codec,
+            file_mode: *file_mode,
+        }))),
         SinkKind::AvroBlob { .. } => Err(SetupError::Unsupported {
             what: "the avro_blob sink",
         }),
@@ -162,6 +199,7 @@ pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
         window: WindowSettings {
             max_age: config.sink.window.max_age,
             max_bytes: config.sink.window.max_bytes,
+            skip_empty: config.sink.window.skip_empty,
         },
         partition: PartitionSettings {
             receiver: ReceiverOptions {
@@ -171,23 +209,76 @@ pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
             batch_size: RECEIVE_BATCH,
             retry_min_backoff: config.eventhub.retry_min_backoff,
             retry_max_backoff: config.eventhub.retry_max_backoff,
+            stuck_timeout: config.eventhub.stuck_partition_timeout,
         },
         drain_timeout: config.shutdown.drain_timeout,
+        names: Arc::new(WindowNames {
+            namespace: namespace_name(config),
+            event_hub: config.eventhub.name.clone(),
+            consumer_group: config.eventhub.consumer_group.clone(),
+        }),
     }
 }
 
+/// `{Namespace}` in path formats: the namespace's short name, as Capture uses it
+/// (`mynamespace` of `mynamespace.servicebus.windows.net`).
+fn namespace_name(config: &Config) -> String {
+    let fqns = fully_qualified_namespace(config).unwrap_or_default();
+    let host = fqns.split(':').next().unwrap_or_default();
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host.to_owned();
+    }
+    host.split('.').next().unwrap_or(host).to_owned()
+}
+
 /// Runs the daemon until `shutdown` is cancelled and the drain completes, or a fatal error.
+/// The HTTP endpoint starts first and stops last, so probes and scrapes see the drain.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = Arc::new(EventHubClient::new(client_settings(&config)?)?);
-    let store = Arc::new(open_store(&config)?);
+    let store = Arc::new(open_store(&config).await?);
+    let metrics = Metrics::new(&config.eventhub.name, &config.eventhub.consumer_group);
+    // A dependency is "reachable" if it answered within three balancing cycles.
+    let health = Arc::new(Health::new(config.load_balancing.update_interval * 3));
+    let http_stop = CancellationToken::new();
+    let http = match config.http.listen {
+        Some(listen) => Some(
+            crate::http::start(listen, metrics.clone(), Arc::clone(&health), http_stop.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("[http] listen {listen}: {e}"))?,
+        ),
+        None => None,
+    };
     let supervisor = Supervisor {
         client: Arc::clone(&client),
         store,
         sink: sink(&config)?,
         settings: supervisor_settings(&config),
+        metrics,
+        health,
     };
-    let result = supervisor.run(shutdown).await;
+    let watchdog = crate::systemd::watchdog_interval().map(|interval| {
+        // The pings come from a task on this runtime: if the runtime stalls, they stop.
+        tokio::spawn(crate::systemd::run_watchdog(interval, || true, http_stop.clone()))
+    });
+    crate::systemd::notify_ready();
+    let stopping = shutdown.clone();
+    let result = tokio::select! {
+        result = supervisor.run(shutdown) => result,
+        // Tell systemd the drain has begun, then keep running the supervisor to its end.
+        () = async move {
+            stopping.cancelled().await;
+            crate::systemd::notify_stopping();
+            std::future::pending::<()>().await
+        } => unreachable!("the pending future never completes"),
+    };
     // Give the AMQP close a moment; a peer that does not answer must not hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+    http_stop.cancel();
+    if let Some(http) = http {
+        http.stopped().await;
+    }
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
     result.map_err(Into::into)
 }

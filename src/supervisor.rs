@@ -20,10 +20,11 @@ use crate::backoff::Backoff;
 use crate::balance::{self, BalanceInput, Strategy};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Ownership, Store, StoreError};
 use crate::eventhubs::{EventHubClient, EventHubsError, EventPosition, Recovery};
-use crate::partition::{
-    CheckpointError, OwnershipLease, PartitionExit, PartitionSettings, PartitionTask,
-};
-use crate::sink::{Sink, WindowSettings};
+use crate::lease::{CheckpointError, OwnershipLease};
+use crate::partition::{PartitionExit, PartitionSettings, PartitionTask};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::sink::{Sink, WindowNames, WindowSettings};
 
 #[derive(Debug, Clone)]
 pub struct SupervisorSettings {
@@ -38,6 +39,8 @@ pub struct SupervisorSettings {
     pub partition: PartitionSettings,
     /// How long shutdown waits for partitions to commit and checkpoint.
     pub drain_timeout: Duration,
+    /// Names the sink substitutes into paths.
+    pub names: Arc<WindowNames>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub struct Supervisor {
     pub store: Arc<Store>,
     pub sink: Sink,
     pub settings: SupervisorSettings,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
 }
 
 /// A partition this instance holds.
@@ -108,7 +113,10 @@ impl Supervisor {
         let mut backoff = Backoff::new(partition.retry_min_backoff, partition.retry_max_backoff);
         loop {
             match self.client.event_hub_properties().await {
-                Ok(properties) => return Ok(Some(properties.partition_ids)),
+                Ok(properties) => {
+                    self.health.eventhubs_reachable();
+                    return Ok(Some(properties.partition_ids));
+                }
                 Err(error) if error.recovery() == Recovery::Fatal => return Err(error.into()),
                 Err(error) => {
                     warn!(error = %error, error_type = error.kind(), "cannot read the event hub's partitions; retrying");
@@ -140,6 +148,7 @@ impl Supervisor {
             }
         }
         let ownerships = self.store.list_ownership().await?;
+        self.health.store_reachable();
         let plan = balance::plan(
             &BalanceInput {
                 partition_ids,
@@ -168,11 +177,15 @@ impl Supervisor {
         }
         let checkpoints = self.store.list_checkpoints().await?;
         for ownership in won {
-            let kind = if plan.stolen.as_deref() == Some(ownership.partition_id.as_str()) {
-                "stolen"
-            } else {
-                "claimed"
+            let previous = ownerships
+                .iter()
+                .find(|o| o.partition_id == ownership.partition_id);
+            let kind = match previous {
+                _ if plan.stolen.as_deref() == Some(ownership.partition_id.as_str()) => "stolen",
+                Some(o) if !o.owner_id.is_empty() && o.owner_id != self.settings.owner_id => "expired",
+                _ => "claimed",
             };
+            self.metrics.ownership_change(kind);
             info!(partition_id = %ownership.partition_id, event = kind, owner_id = %self.settings.owner_id, "partition claimed");
             let checkpoint = checkpoints
                 .iter()
@@ -205,10 +218,14 @@ impl Supervisor {
             start,
             expected_sequence_number,
             stop: stop.clone(),
+            names: Arc::clone(&self.settings.names),
+            metrics: self.metrics.partition(&partition_id),
+            health: Arc::clone(&self.health),
         };
         let id = partition_id.clone();
         tasks.spawn(async move { (id, task.run().await) });
         owned.insert(partition_id, Owned { lease, stop });
+        self.metrics.set_owned_partitions(owned.len());
     }
 
     /// Handles a finished partition task; returns a fatal error that must stop the process.
@@ -225,8 +242,11 @@ impl Supervisor {
             }
         };
         owned.remove(&partition_id);
+        self.metrics.set_owned_partitions(owned.len());
+        self.health.remove_partition(&partition_id);
         match exit {
             PartitionExit::Lost => {
+                self.metrics.ownership_change("lost");
                 info!(partition_id = %partition_id, event = "lost", "partition task stopped: ownership lost");
                 None
             }
@@ -247,6 +267,7 @@ impl Supervisor {
             partitions = owned.len(),
             "draining: committing open windows"
         );
+        self.health.set_draining();
         for held in owned.values() {
             held.stop.cancel();
         }
@@ -270,7 +291,8 @@ impl Supervisor {
             if let Some(held) = owned.get(&partition_id) {
                 match held.lease.release(&self.store).await {
                     Ok(()) => {
-                        info!(partition_id = %partition_id, event = "released", "partition released")
+                        self.metrics.ownership_change("released");
+                        info!(partition_id = %partition_id, event = "released", "partition released");
                     }
                     Err(error) => {
                         warn!(partition_id = %partition_id, error = %error, "cannot release the partition; it will expire")

@@ -26,12 +26,14 @@ pub(super) const KEYS: &[&str] = &[
     "connect_timeout",
     "retry_min_backoff",
     "retry_max_backoff",
+    "stuck_partition_timeout",
 ];
 
 const DEFAULT_CONSUMER_GROUP: &str = "$Default";
 const DEFAULT_PREFETCH: u32 = 300;
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_STUCK_PARTITION_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_RETRY_MIN_BACKOFF: Duration = Duration::from_millis(200);
 const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -113,6 +115,12 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfi
         );
         ctx.error(&section.key("retry_max_backoff"), line, message);
     }
+    let stuck_partition_timeout = section.duration(
+        ctx,
+        "stuck_partition_timeout",
+        DEFAULT_STUCK_PARTITION_TIMEOUT,
+        SECOND..=HOUR,
+    );
     section.finish(ctx, KEYS, &[], "");
     Some(EventHubConfig {
         connection: connection?,
@@ -126,6 +134,7 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfi
         connect_timeout,
         retry_min_backoff,
         retry_max_backoff: retry_max_backoff?,
+        stuck_partition_timeout,
     })
 }
 

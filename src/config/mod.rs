@@ -19,7 +19,7 @@ mod reader;
 mod sections;
 mod sink;
 mod storage;
-mod suggest;
+pub(crate) mod suggest;
 mod units;
 
 use std::fmt;
@@ -76,6 +76,9 @@ pub struct EventHubConfig {
     pub retry_min_backoff: Duration,
     /// Cap on the reconnect delay.
     pub retry_max_backoff: Duration,
+    /// A partition with a backlog that delivers nothing for this long gets its receiver
+    /// recycled (the stuck-partition watchdog).
+    pub stuck_partition_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

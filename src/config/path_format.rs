@@ -1,118 +1,17 @@
-//! Checks an archive path template (`path_format`) before any file is named with it.
+//! Checks an archive path template (`path_format`) before any file is named with it. The parsing
+//! is the sink's own ([`PathFormat::parse`]), so what validation accepts is exactly what the sink
+//! can render; this module only turns its problems into config messages.
 
-use super::suggest::did_you_mean;
+use crate::sink::path_format::PathFormat;
 
-/// Capture's default archive name format; the sink appends `.avro`.
-pub const DEFAULT_PATH_FORMAT: &str =
-    "{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}";
-
-/// The tokens a `path_format` may use, without braces.
-pub const PATH_FORMAT_TOKENS: &[&str] = &[
-    "Namespace",
-    "EventHub",
-    "PartitionId",
-    "Year",
-    "Month",
-    "Day",
-    "Hour",
-    "Minute",
-    "Second",
-    "ConsumerGroup",
-    "FirstSequenceNumber",
-    "LastSequenceNumber",
-];
+pub use crate::sink::path_format::{DEFAULT_PATH_FORMAT, PATH_FORMAT_TOKENS};
 
 /// Every problem with `format`, empty when it is usable.
 pub(super) fn check(format: &str) -> Vec<String> {
-    if format.is_empty() {
-        return vec!["must not be empty".into()];
+    match PathFormat::parse(format) {
+        Ok(_) => Vec::new(),
+        Err(error) => error.problems().iter().map(ToString::to_string).collect(),
     }
-    let mut problems = Vec::new();
-    let tokens = tokens(format, &mut problems);
-    let token_problems = problems.len();
-    if format.starts_with('/') {
-        problems.push("must be relative: remove the leading '/'".into());
-    }
-    if format.contains('\\') {
-        problems.push("separate directories with '/', not '\\'".into());
-    }
-    let segments: Vec<&str> = format.trim_start_matches('/').split('/').collect();
-    if segments.contains(&"..") || segments.contains(&".") {
-        problems.push("must not contain '.' or '..' segments".into());
-    }
-    if segments.contains(&"") {
-        problems.push("must not contain empty segments ('//' or a trailing '/')".into());
-    }
-    if token_problems > 0 {
-        // A misspelt or unclosed token is most likely the missing one: say it once.
-        return problems;
-    }
-    if !tokens.contains(&"PartitionId") {
-        problems.push(
-            "must contain {PartitionId}, or two partitions would write to the same names".into(),
-        );
-    }
-    let changes_per_window = ["Second", "FirstSequenceNumber", "LastSequenceNumber"]
-        .iter()
-        .any(|token| tokens.contains(token));
-    if !changes_per_window {
-        problems.push(
-            "must contain {Second}, {FirstSequenceNumber} or {LastSequenceNumber}, or \
-             consecutive windows of a partition would write to the same names"
-                .into(),
-        );
-    }
-    problems
-}
-
-/// The known tokens used, in order; unknown tokens and unbalanced braces go to `problems`.
-fn tokens<'a>(format: &'a str, problems: &mut Vec<String>) -> Vec<&'a str> {
-    let mut found = Vec::new();
-    // `rest` is always a suffix of `format`, which locates a brace for the message.
-    let mut rest = format;
-    while let Some(brace) = rest.find(['{', '}']) {
-        let position = format.len() - rest.len() + brace;
-        let character = format[..position].chars().count() + 1;
-        if rest[brace..].starts_with('}') {
-            problems.push(format!(
-                "unbalanced braces: '}}' at character {character} closes nothing"
-            ));
-            rest = &rest[brace + 1..];
-            continue;
-        }
-        let after = &rest[brace + 1..];
-        match after.find(['{', '}']) {
-            Some(close) if after[close..].starts_with('}') => {
-                let token = &after[..close];
-                if PATH_FORMAT_TOKENS.contains(&token) {
-                    found.push(token);
-                } else {
-                    let message = match did_you_mean(token, PATH_FORMAT_TOKENS) {
-                        Some(near) => {
-                            format!("unknown token {{{token}}}; did you mean {{{near}}}?")
-                        }
-                        None => format!(
-                            "unknown token {{{token}}}; tokens are {}",
-                            PATH_FORMAT_TOKENS
-                                .iter()
-                                .map(|token| format!("{{{token}}}"))
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        ),
-                    };
-                    problems.push(message);
-                }
-                rest = &after[close + 1..];
-            }
-            _ => {
-                problems.push(format!(
-                    "unbalanced braces: '{{' at character {character} is not closed"
-                ));
-                rest = after;
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]

@@ -1,0 +1,251 @@
+//! The `avro_file` sink: one Capture Avro file per partition window, committed atomically.
+//!
+//! A window is written to a staging file under `<root>/.hubcap-staging/` (hidden, ending in
+//! `.tmp`, so nothing that globs `*.avro` ever sees it). Commit = finish the Avro file, fsync it,
+//! link it to its final name with no-clobber semantics, remove the staging name, fsync both
+//! directories. Only then does the partition checkpoint. A crash before the link leaves only a
+//! staging file, deleted when the partition starts again; its events are read again from the
+//! checkpoint.
+//!
+//! Names: the path format rendered with the window's start time (UTC, when its first event
+//! arrived) — the time Capture names files by. A name that already exists (a replay after a
+//! crash, or two windows starting in the same second) is never overwritten: the new file gets
+//! a `-1`, `-2`, ... suffix before `.avro`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, ErrorKind};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::Codec;
+use crate::eventhubs::ReceivedEvent;
+use crate::sink::avro::CaptureWriter;
+use crate::sink::path_format::{PathContext, PathFormat};
+
+const STAGING_DIR: &str = ".hubcap-staging";
+/// Buffer between the Avro encoder and the file: a whole ~1 MiB block per write.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// Settings shared by every partition of an `avro_file` sink.
+#[derive(Debug, Clone)]
+pub struct FileSinkSettings {
+    pub root: PathBuf,
+    pub path_format: std::sync::Arc<PathFormat>,
+    pub codec: Codec,
+    pub file_mode: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileSinkError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("avro encoding: {0}")]
+    Avro(#[from] crate::sink::avro::AvroError),
+    /// The window's file could not be completed; its events must be read again.
+    #[error("window lost: {reason}")]
+    WindowLost { reason: String },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileSinkError + 'a {
+    move |source| FileSinkError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One open window's file.
+pub struct FileWindow {
+    staging_path: PathBuf,
+    /// `None` once finishing the Avro file failed: the window cannot be committed.
+    state: Option<WindowFile>,
+}
+
+enum WindowFile {
+    /// Events are still being appended.
+    Writing(CaptureWriter<BufWriter<File>>),
+    /// The Avro file is complete; linking it into place may still have to be retried.
+    Sealed(File),
+}
+
+impl std::fmt::Debug for FileWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWindow")
+            .field("staging_path", &self.staging_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSinkSettings {
+    fn staging_dir(&self) -> PathBuf {
+        self.root.join(STAGING_DIR)
+    }
+
+    /// Removes staging files a crashed run left for this partition: their events were never
+    /// committed, so they will be read again from the checkpoint.
+    pub fn clean_staging(&self, partition_id: &str) {
+        let prefix = staging_prefix(partition_id);
+        let Ok(entries) = fs::read_dir(self.staging_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Opens a staging file for a new window of `partition_id`.
+    pub fn open_window(&self, partition_id: &str) -> Result<FileWindow, FileSinkError> {
+        let dir = self.staging_dir();
+        fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let staging_path = dir.join(format!(
+            "{}{}.avro.tmp",
+            staging_prefix(partition_id),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.file_mode)
+            .open(&staging_path)
+            .map_err(io("creating", &staging_path))?;
+        let writer = CaptureWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file), &self.codec)?;
+        Ok(FileWindow {
+            staging_path,
+            state: Some(WindowFile::Writing(writer)),
+        })
+    }
+
+    /// Makes the window durable under its final name; returns that name. If finishing the
+    /// Avro file fails the window is gone ([`FileSinkError::WindowLost`]); any later failure
+    /// leaves it sealed and the commit can be retried.
+    pub fn commit(
+        &self,
+        window: &mut FileWindow,
+        context: &PathContext<'_>,
+    ) -> Result<PathBuf, FileSinkError> {
+        if let Some(WindowFile::Writing(_)) = window.state {
+            let Some(WindowFile::Writing(writer)) = window.state.take() else {
+                unreachable!("matched just above");
+            };
+            let lost = |reason: String| FileSinkError::WindowLost { reason };
+            let buffered = writer.finish().map_err(|e| lost(e.to_string()))?;
+            let file = buffered
+                .into_inner()
+                .map_err(|e| lost(format!("writing {}: {}", window.staging_path.display(), e.error())))?;
+            window.state = Some(WindowFile::Sealed(file));
+        }
+        let Some(WindowFile::Sealed(file)) = &window.state else {
+            return Err(FileSinkError::WindowLost {
+                reason: "an earlier commit attempt failed while finishing the file".into(),
+            });
+        };
+        file.sync_all().map_err(io("syncing", &window.staging_path))?;
+        let relative = self.path_format.render(context);
+        let final_path = link_without_clobbering(&window.staging_path, &self.root, &relative)?;
+        fs::remove_file(&window.staging_path).map_err(io("removing", &window.staging_path))?;
+        sync_dir(final_path.parent().unwrap_or(&self.root))?;
+        sync_dir(&self.staging_dir())?;
+        Ok(final_path)
+    }
+
+    /// Deletes an abandoned window's staging file.
+    pub fn abandon(&self, mut window: FileWindow) {
+        window.state = None;
+        let _ = fs::remove_file(&window.staging_path);
+    }
+}
+
+impl FileWindow {
+    pub fn append(&mut self, event: &ReceivedEvent) -> Result<(), FileSinkError> {
+        match &mut self.state {
+            Some(WindowFile::Writing(writer)) => Ok(writer.append(event)?),
+            _ => Err(FileSinkError::WindowLost {
+                reason: "appending to a window that is already sealed".into(),
+            }),
+        }
+    }
+
+    /// Bytes of Avro written for this window so far (flushed and buffered).
+    pub fn bytes(&self) -> u64 {
+        match &self.state {
+            Some(WindowFile::Writing(writer)) => writer.bytes_written() + writer.buffered_bytes(),
+            _ => 0,
+        }
+    }
+}
+
+fn staging_prefix(partition_id: &str) -> String {
+    format!("p{partition_id}-")
+}
+
+/// Hard-links `staging` to `<root>/<relative>.avro`, or to `...-1.avro`, `...-2.avro` if taken:
+/// `link` fails instead of replacing an existing name, so a committed file is never overwritten.
+fn link_without_clobbering(
+    staging: &Path,
+    root: &Path,
+    relative: &str,
+) -> Result<PathBuf, FileSinkError> {
+    let base = root.join(relative);
+    if let Some(parent) = base.parent() {
+        create_dirs_synced(parent, root)?;
+    }
+    for attempt in 0u32.. {
+        let candidate = if attempt == 0 {
+            base.with_file_name(format!("{}.avro", file_name(&base)))
+        } else {
+            base.with_file_name(format!("{}-{attempt}.avro", file_name(&base)))
+        };
+        match fs::hard_link(staging, &candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io("linking", &candidate)(e)),
+        }
+    }
+    unreachable!("the loop returns or tries forever")
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Creates `dir` and any missing parents below `root`, fsyncing each parent so the new
+/// directory entries survive a crash.
+fn create_dirs_synced(dir: &Path, root: &Path) -> Result<(), FileSinkError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut current = dir;
+    while !current.is_dir() {
+        missing.push(current.to_owned());
+        match current.parent() {
+            Some(parent) if parent.starts_with(root) || parent == root => current = parent,
+            _ => break,
+        }
+    }
+    for path in missing.iter().rev() {
+        match fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("creating", path)(e)),
+        }
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), FileSinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing directory", dir))
+}
