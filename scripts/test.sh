@@ -44,6 +44,18 @@ require sha256sum "install coreutils"
 
 fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
+# --- System tools: promtool (the /metrics lint) -------------------------------------------------
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing promtool (Debian package prometheus)"
+    apt-get update -qq >/dev/null \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+      || die "apt-get install prometheus failed: install promtool by hand"
+  else
+    die "promtool is missing: install the Debian package prometheus (apt-get install --no-install-recommends prometheus)"
+  fi
+fi
+
 # --- Python: .venv -------------------------------------------------------------------------------
 venv=.venv
 requirements=tests/interop/requirements.txt
