@@ -66,8 +66,17 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> anyhow::Resul
     let pipeline_stop = CancellationToken::new();
     let pipeline = tokio::spawn(crate::runtime::run(config, pipeline_stop.clone()));
 
-    println!("hubcap demo: emulator on {}, writing Capture files under {}", emulator.amqp_addr(), capture_dir.display());
-    println!("             {} events/s into {} partitions, {}-second windows; Ctrl-C to stop", options.rate, options.partitions, options.window.as_secs());
+    println!(
+        "hubcap demo: emulator on {}, writing Capture files under {}",
+        emulator.amqp_addr(),
+        capture_dir.display()
+    );
+    println!(
+        "             {} events/s into {} partitions, {}-second windows; Ctrl-C to stop",
+        options.rate,
+        options.partitions,
+        options.window.as_secs()
+    );
     let started = Instant::now();
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
@@ -102,7 +111,12 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> anyhow::Resul
 }
 
 fn demo_config(connection_string: &str, options: &DemoOptions) -> String {
-    let dir = options.dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    let dir = options
+        .dir
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
     format!(
         r#"
 [eventhub]
@@ -158,7 +172,12 @@ async fn produce(
             .map(|_| {
                 next_id += 1;
                 OutgoingEvent {
-                    body: format!(r#"{{"id":{next_id},"temperature":{:.1},"device":"sensor-{}"}}"#, 20.0 + (next_id % 100) as f64 / 10.0, next_id % 8).into_bytes(),
+                    body: format!(
+                        r#"{{"id":{next_id},"temperature":{:.1},"device":"sensor-{}"}}"#,
+                        20.0 + (next_id % 100) as f64 / 10.0,
+                        next_id % 8
+                    )
+                    .into_bytes(),
                     properties: vec![("source".into(), "hubcap-demo".into())],
                 }
             })

@@ -88,7 +88,8 @@ impl Health {
     pub fn readiness(&self) -> Readiness {
         let state = self.lock();
         let now = Instant::now();
-        let fresh = |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) <= self.freshness);
+        let fresh =
+            |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) <= self.freshness);
         let mut reasons = Vec::new();
         if state.draining {
             reasons.push("draining".to_owned());
@@ -130,7 +131,10 @@ mod tests {
         health.partition("0", |p| p.sink_failing = true);
         let failing = health.readiness();
         assert!(!failing.ready);
-        assert_eq!(failing.reasons, vec!["partition 0: sink failing".to_owned()]);
+        assert_eq!(
+            failing.reasons,
+            vec!["partition 0: sink failing".to_owned()]
+        );
         health.partition("0", |p| p.sink_failing = false);
         health.set_draining();
         assert_eq!(health.readiness().reasons, vec!["draining".to_owned()]);

@@ -13,7 +13,9 @@
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, Ownership, OwnershipClaim, Store, StoreError};
+use crate::checkpoint::{
+    Checkpoint, CheckpointStore, Ownership, OwnershipClaim, Store, StoreError,
+};
 
 /// The right to checkpoint one partition. Both the supervisor's renewals and the partition's
 /// checkpoints go through it, so the version used for each compare-and-swap is always current.
@@ -123,4 +125,3 @@ impl OwnershipLease {
         }
     }
 }
-

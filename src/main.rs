@@ -96,7 +96,10 @@ fn demo(options: hubcap::demo::DemoOptions) -> ExitCode {
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

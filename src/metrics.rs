@@ -46,21 +46,29 @@ impl std::fmt::Debug for Metrics {
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
-    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    let metric =
+        IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
     metric
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
-    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    let metric =
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
     metric
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
     let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), HUB_LABELS)
         .expect("metric definitions are valid");
-    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
     metric
 }
 
@@ -72,8 +80,12 @@ impl Metrics {
             &["version"],
         )
         .expect("metric definitions are valid");
-        registry.register(Box::new(build_info.clone())).expect("registered once");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("registered once");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let lag_seconds = prometheus::GaugeVec::new(
             Opts::new(
                 "hubcap_partition_lag_seconds",
@@ -82,34 +94,122 @@ impl Metrics {
             PARTITION_LABELS,
         )
         .expect("metric definitions are valid");
-        registry.register(Box::new(lag_seconds.clone())).expect("registered once");
+        registry
+            .register(Box::new(lag_seconds.clone()))
+            .expect("registered once");
         Self {
             eventhub: eventhub.to_owned(),
             consumer_group: consumer_group.to_owned(),
-            events_received: counter(&registry, "hubcap_events_received_total", "Events received from Event Hubs", PARTITION_LABELS),
-            bytes_received: counter(&registry, "hubcap_received_bytes_total", "Body bytes received from Event Hubs", PARTITION_LABELS),
-            events_committed: counter(&registry, "hubcap_events_committed_total", "Events made durable by the sink", PARTITION_LABELS),
-            bytes_committed: counter(&registry, "hubcap_committed_bytes_total", "Bytes made durable by the sink", PARTITION_LABELS),
-            lag_events: gauge(&registry, "hubcap_partition_lag_events", "Events in the partition after the newest event received", PARTITION_LABELS),
+            events_received: counter(
+                &registry,
+                "hubcap_events_received_total",
+                "Events received from Event Hubs",
+                PARTITION_LABELS,
+            ),
+            bytes_received: counter(
+                &registry,
+                "hubcap_received_bytes_total",
+                "Body bytes received from Event Hubs",
+                PARTITION_LABELS,
+            ),
+            events_committed: counter(
+                &registry,
+                "hubcap_events_committed_total",
+                "Events made durable by the sink",
+                PARTITION_LABELS,
+            ),
+            bytes_committed: counter(
+                &registry,
+                "hubcap_committed_bytes_total",
+                "Bytes made durable by the sink",
+                PARTITION_LABELS,
+            ),
+            lag_events: gauge(
+                &registry,
+                "hubcap_partition_lag_events",
+                "Events in the partition after the newest event received",
+                PARTITION_LABELS,
+            ),
             lag_seconds,
-            last_checkpointed: gauge(&registry, "hubcap_last_checkpointed_sequence_number", "Sequence number of the last checkpoint written", PARTITION_LABELS),
-            owned_partitions: gauge(&registry, "hubcap_owned_partitions", "Partitions this instance owns", HUB_LABELS),
-            ownership_changes: counter(&registry, "hubcap_ownership_changes_total", "Ownership transitions by kind (claimed, stolen, expired, released, lost)", &["eventhub", "consumer_group", "kind"]),
-            flush_duration: histogram(&registry, "hubcap_flush_duration_seconds", "Time to commit a window", vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-            flush_size: histogram(&registry, "hubcap_flush_size_bytes", "Bytes per committed window", prometheus::exponential_buckets(1024.0, 4.0, 12).expect("valid buckets")),
-            checkpoint_errors: counter(&registry, "hubcap_checkpoint_errors_total", "Failed checkpoint or ownership writes", PARTITION_ERROR_LABELS),
-            sink_errors: counter(&registry, "hubcap_sink_errors_total", "Failed sink appends or commits", PARTITION_ERROR_LABELS),
-            reconnects: counter(&registry, "hubcap_reconnects_total", "Receiver re-attaches by reason", PARTITION_ERROR_LABELS),
-            expired_events: counter(&registry, "hubcap_expired_events_total", "Events that left retention before they were read (a gap)", PARTITION_LABELS),
-            position_fallbacks: counter(&registry, "hubcap_position_fallbacks_total", "Start positions the service could not serve, replaced by the earliest event", PARTITION_LABELS),
-            receiver_recycles: counter(&registry, "hubcap_receiver_recycles_total", "Receivers recycled by the stuck-partition watchdog", PARTITION_LABELS),
+            last_checkpointed: gauge(
+                &registry,
+                "hubcap_last_checkpointed_sequence_number",
+                "Sequence number of the last checkpoint written",
+                PARTITION_LABELS,
+            ),
+            owned_partitions: gauge(
+                &registry,
+                "hubcap_owned_partitions",
+                "Partitions this instance owns",
+                HUB_LABELS,
+            ),
+            ownership_changes: counter(
+                &registry,
+                "hubcap_ownership_changes_total",
+                "Ownership transitions by kind (claimed, stolen, expired, released, lost)",
+                &["eventhub", "consumer_group", "kind"],
+            ),
+            flush_duration: histogram(
+                &registry,
+                "hubcap_flush_duration_seconds",
+                "Time to commit a window",
+                vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ],
+            ),
+            flush_size: histogram(
+                &registry,
+                "hubcap_flush_size_bytes",
+                "Bytes per committed window",
+                prometheus::exponential_buckets(1024.0, 4.0, 12).expect("valid buckets"),
+            ),
+            checkpoint_errors: counter(
+                &registry,
+                "hubcap_checkpoint_errors_total",
+                "Failed checkpoint or ownership writes",
+                PARTITION_ERROR_LABELS,
+            ),
+            sink_errors: counter(
+                &registry,
+                "hubcap_sink_errors_total",
+                "Failed sink appends or commits",
+                PARTITION_ERROR_LABELS,
+            ),
+            reconnects: counter(
+                &registry,
+                "hubcap_reconnects_total",
+                "Receiver re-attaches by reason",
+                PARTITION_ERROR_LABELS,
+            ),
+            expired_events: counter(
+                &registry,
+                "hubcap_expired_events_total",
+                "Events that left retention before they were read (a gap)",
+                PARTITION_LABELS,
+            ),
+            position_fallbacks: counter(
+                &registry,
+                "hubcap_position_fallbacks_total",
+                "Start positions the service could not serve, replaced by the earliest event",
+                PARTITION_LABELS,
+            ),
+            receiver_recycles: counter(
+                &registry,
+                "hubcap_receiver_recycles_total",
+                "Receivers recycled by the stuck-partition watchdog",
+                PARTITION_LABELS,
+            ),
             registry,
         }
     }
 
     /// Metrics of one partition, with label sets resolved once.
     pub fn partition(&self, partition_id: &str) -> PartitionMetrics {
-        let labels = [self.eventhub.as_str(), self.consumer_group.as_str(), partition_id];
+        let labels = [
+            self.eventhub.as_str(),
+            self.consumer_group.as_str(),
+            partition_id,
+        ];
         PartitionMetrics {
             metrics: self.clone(),
             partition_id: partition_id.to_owned(),

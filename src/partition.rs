@@ -15,13 +15,13 @@ use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::checkpoint::{Checkpoint, Store};
-use crate::lease::{CheckpointError, OwnershipLease};
 use crate::eventhubs::{
     EventHubClient, EventHubsError, EventPosition, ReceivedEvent, ReceiverOptions, Recovery,
 };
 use crate::health::Health;
+use crate::lease::{CheckpointError, OwnershipLease};
 use crate::metrics::PartitionMetrics;
-use crate::sink::{CommittedWindow, PartitionSink, SinkError, WindowNames};
+use crate::sink::{CommittedWindow, PartitionSink, SinkError};
 
 /// How a partition task ended.
 #[derive(Debug)]
@@ -60,8 +60,6 @@ pub struct PartitionTask {
     pub expected_sequence_number: Option<i64>,
     /// Cancelled to drain: commit the open window, checkpoint, stop.
     pub stop: CancellationToken,
-    /// Names the sink substitutes into paths.
-    pub names: Arc<WindowNames>,
     pub metrics: PartitionMetrics,
     pub health: Arc<Health>,
 }
@@ -69,6 +67,18 @@ pub struct PartitionTask {
 enum Step {
     Continue,
     Exit(PartitionExit),
+}
+
+/// Why the receive loop stopped without leaving the partition.
+enum Interrupted {
+    /// The receive link failed.
+    Receive(EventHubsError),
+    /// The watchdog recycles an idle receiver.
+    Recycle,
+    /// The sink dropped the open window: receive its events again.
+    Reread,
+    /// The sink refused an append: back off, then receive the window's events again.
+    SinkFailed,
 }
 
 /// The outcome of closing a window.
@@ -122,7 +132,7 @@ impl PartitionTask {
                 p.last_error = None;
             });
             let mut last_delivery = std::time::Instant::now();
-            let failure: Option<EventHubsError> = loop {
+            let interrupted = loop {
                 let deadline = self.sink.window_deadline();
                 let stuck_check = last_delivery + self.settings.stuck_timeout;
                 let received = tokio::select! {
@@ -143,7 +153,7 @@ impl PartitionTask {
                             warn!(partition_id = %partition_id, idle_seconds = self.settings.stuck_timeout.as_secs(),
                                 position = %position.filter_expression(),
                                 "partition has a backlog but its receiver delivered nothing; recycling the receiver");
-                            break None;
+                            break Interrupted::Recycle;
                         }
                         continue;
                     }
@@ -154,7 +164,7 @@ impl PartitionTask {
                         Committed::Done => {}
                         Committed::Reread(from) => {
                             position = from;
-                            break None;
+                            break Interrupted::Reread;
                         }
                         Committed::Exit(exit) => {
                             receiver.close().await;
@@ -172,7 +182,7 @@ impl PartitionTask {
                                 inclusive: false,
                             };
                         }
-                        if let Err(error) = self.sink.append(&batch) {
+                        if let Err(error) = self.sink.append(&batch).await {
                             // Nothing of this window is durable yet: drop it and read it again.
                             warn!(partition_id = %partition_id, error = %error, error_type = error.kind(),
                                 "sink append failed; re-reading the open window");
@@ -189,7 +199,12 @@ impl PartitionTask {
                             }
                             batch.clear();
                             self.metrics.sink_error(error.kind());
-                            break None;
+                            let reason = error.to_string();
+                            self.health.partition(&partition_id, |p| {
+                                p.sink_failing = true;
+                                p.last_error = Some(reason);
+                            });
+                            break Interrupted::SinkFailed;
                         }
                         batch.clear();
                         if self.sink.window_full() {
@@ -197,7 +212,7 @@ impl PartitionTask {
                                 Committed::Done => {}
                                 Committed::Reread(from) => {
                                     position = from;
-                                    break None;
+                                    break Interrupted::Reread;
                                 }
                                 Committed::Exit(exit) => {
                                     receiver.close().await;
@@ -206,15 +221,24 @@ impl PartitionTask {
                             }
                         }
                     }
-                    Some(Err(error)) => break Some(error),
+                    Some(Err(error)) => break Interrupted::Receive(error),
                 }
             };
             // Events received before a failure are in the open window; resume after them.
             batch.clear();
             receiver.close().await;
-            let Some(failure) = failure else {
-                // A dropped window: read it again at once from `position`.
-                continue;
+            let failure = match interrupted {
+                Interrupted::Receive(error) => error,
+                // A recycled receiver or a dropped window: read again at once from `position`.
+                Interrupted::Recycle | Interrupted::Reread => continue,
+                // The sink refused events (disk full, storage down): back off before re-reading.
+                Interrupted::SinkFailed => {
+                    let delay = backoff.next_delay(&mut rng);
+                    if let Some(exit) = self.pause(delay).await {
+                        return exit;
+                    }
+                    continue;
+                }
             };
             match self.recover(failure, &mut position) {
                 Step::Exit(exit) => return exit,
@@ -271,15 +295,26 @@ impl PartitionTask {
     /// Whether the service holds events after `position` (the watchdog's question). Errors
     /// count as "no": the watchdog must never recycle on guesses.
     async fn has_backlog_past(&self, position: &EventPosition) -> bool {
-        let Ok(properties) = self.client.partition_properties(&self.lease.partition_id).await else {
+        let Ok(properties) = self
+            .client
+            .partition_properties(&self.lease.partition_id)
+            .await
+        else {
             return false;
         };
         if properties.is_empty {
             return false;
         }
         match position {
-            EventPosition::SequenceNumber { sequence_number, inclusive } => {
-                let next = if *inclusive { *sequence_number } else { sequence_number + 1 };
+            EventPosition::SequenceNumber {
+                sequence_number,
+                inclusive,
+            } => {
+                let next = if *inclusive {
+                    *sequence_number
+                } else {
+                    sequence_number + 1
+                };
                 properties.last_enqueued_sequence_number >= next
             }
             EventPosition::Earliest => true,
@@ -292,7 +327,11 @@ impl PartitionTask {
     }
 
     /// Records a received batch: counters, and lag from the service's last-enqueued information.
-    fn observe_batch(&self, batch: &[ReceivedEvent], last_enqueued: Option<crate::eventhubs::receiver::LastEnqueued>) {
+    fn observe_batch(
+        &self,
+        batch: &[ReceivedEvent],
+        last_enqueued: Option<crate::eventhubs::receiver::LastEnqueued>,
+    ) {
         let Some(last) = batch.last() else { return };
         let body_bytes: usize = batch.iter().map(|e| e.body.len()).sum();
         self.metrics.received(batch.len(), body_bytes as u64);
@@ -314,7 +353,8 @@ impl PartitionTask {
         let Some(first) = batch.first() else { return };
         if let Some(expected) = self.expected_sequence_number.take() {
             if first.sequence_number > expected {
-                self.metrics.expired((first.sequence_number - expected) as u64);
+                self.metrics
+                    .expired((first.sequence_number - expected) as u64);
                 warn!(
                     partition_id = %self.lease.partition_id,
                     expected_sequence_number = expected,
@@ -336,9 +376,10 @@ impl PartitionTask {
         );
         loop {
             let started = std::time::Instant::now();
-            match self.sink.commit(&self.names).await {
+            match self.sink.commit().await {
                 Ok(Some(window)) => {
-                    self.metrics.committed(window.events, window.bytes, started.elapsed());
+                    self.metrics
+                        .committed(window.events, window.bytes, started.elapsed());
                     self.health.partition(&self.lease.partition_id, |p| {
                         p.sink_failing = false;
                         if window.last_sequence_number.is_some() {

@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::Strategy;
 use crate::checkpoint::blob::BlobCheckpointStore;
 use crate::checkpoint::file::FileCheckpointStore;
-use crate::storage::BlobContainer;
 use crate::checkpoint::{NameCase, Store, StoreScope};
 use crate::config::{self, CheckpointStoreConfig, Config, EventHubConnection, SinkKind};
 use crate::credential::{token_credential, EntraTokenProvider};
@@ -19,9 +18,11 @@ use crate::eventhubs::{
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::partition::PartitionSettings;
+use crate::sink::blob::BlobSinkSettings;
 use crate::sink::file::FileSinkSettings;
 use crate::sink::path_format::PathFormat;
 use crate::sink::{Sink, WindowNames, WindowSettings};
+use crate::storage::BlobContainer;
 use crate::supervisor::{Supervisor, SupervisorSettings};
 
 /// Events handed from a receiver to the sink at once.
@@ -31,8 +32,6 @@ const RECEIVE_BATCH: usize = 256;
 pub enum SetupError {
     #[error("[eventhub] connection_string: {0}")]
     ConnectionString(#[from] crate::eventhubs::connection_string::ConnectionStringError),
-    #[error("{what} is not available in this build yet")]
-    Unsupported { what: &'static str },
     #[error(transparent)]
     EventHubs(#[from] crate::eventhubs::EventHubsError),
     #[error("[sink] path_format: {reason}")]
@@ -158,7 +157,7 @@ pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
     }
 }
 
-pub fn sink(config: &Config) -> Result<Sink, SetupError> {
+pub async fn sink(config: &Config) -> Result<Sink, SetupError> {
     match &config.sink.kind {
         SinkKind::Stdout => Ok(Sink::Stdout),
         SinkKind::AvroFile {
@@ -176,9 +175,34 @@ pub fn sink(config: &Config) -> Result<Sink, SetupError> {
             codec: *codec,
             file_mode: *file_mode,
         }))),
-        SinkKind::AvroBlob { .. } => Err(SetupError::Unsupported {
-            what: "the avro_blob sink",
-        }),
+        SinkKind::AvroBlob {
+            storage,
+            container,
+            path_format,
+            codec,
+            block_size,
+        } => {
+            if path_format.contains("{LastSequenceNumber}") {
+                return Err(SetupError::PathFormat {
+                    reason: "{LastSequenceNumber} is not available with avro_blob: a blob is named when its window opens".into(),
+                });
+            }
+            let container = BlobContainer::connect(storage, container)
+                .map_err(|e| SetupError::Storage(e.to_string()))?;
+            if let Err(error) = container.create_container_if_missing().await {
+                tracing::debug!(error = %error, "sink container not created");
+            }
+            Ok(Sink::AvroBlob(Arc::new(BlobSinkSettings {
+                container,
+                path_format: Arc::new(PathFormat::parse(path_format).map_err(|e| {
+                    SetupError::PathFormat {
+                        reason: e.to_string(),
+                    }
+                })?),
+                codec: *codec,
+                block_size: usize::try_from(*block_size).unwrap_or(usize::MAX),
+            })))
+        }
     }
 }
 
@@ -242,23 +266,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let http_stop = CancellationToken::new();
     let http = match config.http.listen {
         Some(listen) => Some(
-            crate::http::start(listen, metrics.clone(), Arc::clone(&health), http_stop.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("[http] listen {listen}: {e}"))?,
+            crate::http::start(
+                listen,
+                metrics.clone(),
+                Arc::clone(&health),
+                http_stop.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("[http] listen {listen}: {e}"))?,
         ),
         None => None,
     };
     let supervisor = Supervisor {
         client: Arc::clone(&client),
         store,
-        sink: sink(&config)?,
+        sink: sink(&config).await?,
         settings: supervisor_settings(&config),
         metrics,
         health,
     };
     let watchdog = crate::systemd::watchdog_interval().map(|interval| {
         // The pings come from a task on this runtime: if the runtime stalls, they stop.
-        tokio::spawn(crate::systemd::run_watchdog(interval, || true, http_stop.clone()))
+        tokio::spawn(crate::systemd::run_watchdog(
+            interval,
+            || true,
+            http_stop.clone(),
+        ))
     });
     crate::systemd::notify_ready();
     let stopping = shutdown.clone();

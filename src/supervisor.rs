@@ -20,10 +20,10 @@ use crate::backoff::Backoff;
 use crate::balance::{self, BalanceInput, Strategy};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Ownership, Store, StoreError};
 use crate::eventhubs::{EventHubClient, EventHubsError, EventPosition, Recovery};
-use crate::lease::{CheckpointError, OwnershipLease};
-use crate::partition::{PartitionExit, PartitionSettings, PartitionTask};
 use crate::health::Health;
+use crate::lease::{CheckpointError, OwnershipLease};
 use crate::metrics::Metrics;
+use crate::partition::{PartitionExit, PartitionSettings, PartitionTask};
 use crate::sink::{Sink, WindowNames, WindowSettings};
 
 #[derive(Debug, Clone)]
@@ -182,7 +182,9 @@ impl Supervisor {
                 .find(|o| o.partition_id == ownership.partition_id);
             let kind = match previous {
                 _ if plan.stolen.as_deref() == Some(ownership.partition_id.as_str()) => "stolen",
-                Some(o) if !o.owner_id.is_empty() && o.owner_id != self.settings.owner_id => "expired",
+                Some(o) if !o.owner_id.is_empty() && o.owner_id != self.settings.owner_id => {
+                    "expired"
+                }
                 _ => "claimed",
             };
             self.metrics.ownership_change(kind);
@@ -211,14 +213,15 @@ impl Supervisor {
             client: Arc::clone(&self.client),
             store: Arc::clone(&self.store),
             lease: Arc::clone(&lease),
-            sink: self
-                .sink
-                .open_partition(&partition_id, self.settings.window),
+            sink: self.sink.open_partition(
+                &partition_id,
+                self.settings.window,
+                Arc::clone(&self.settings.names),
+            ),
             settings: self.settings.partition.clone(),
             start,
             expected_sequence_number,
             stop: stop.clone(),
-            names: Arc::clone(&self.settings.names),
             metrics: self.metrics.partition(&partition_id),
             health: Arc::clone(&self.health),
         };

@@ -267,11 +267,13 @@ async fn handle_stream(
     let _open = open_guard.connection_faults.track();
     let stream = KillableStream::new(stream, killed.clone());
     match tls {
-        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => open_amqp(shared, stream, id, killed).await,
-            Ok(Err(error)) => debug!(connection = id, %error, "TLS handshake failed"),
-            Err(_) => debug!(connection = id, "TLS handshake timed out"),
-        },
+        Some(acceptor) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => open_amqp(shared, stream, id, killed).await,
+                Ok(Err(error)) => debug!(connection = id, %error, "TLS handshake failed"),
+                Err(_) => debug!(connection = id, "TLS handshake timed out"),
+            }
+        }
         None => open_amqp(shared, stream, id, killed).await,
     }
 }

@@ -87,9 +87,8 @@ pub const BLOCK_SIZE: usize = 1 << 20;
 /// buffer does not double just past the threshold.
 const BLOCK_CAPACITY: usize = BLOCK_SIZE + (64 << 10);
 
-static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
-    Schema::parse_str(CAPTURE_SCHEMA).expect("the Capture schema is valid Avro")
-});
+static SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| Schema::parse_str(CAPTURE_SCHEMA).expect("the Capture schema is valid Avro"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum AvroError {
@@ -312,7 +311,8 @@ const PARTITION_KEY: &str = "x-opt-partition-key";
 /// Keys written from the event's own fields; a duplicate among its system properties (an
 /// annotation of an unexpected type) is left out so every key appears once.
 fn is_synthesized(key: &str) -> bool {
-    key.starts_with("x-opt-") && [SEQUENCE_NUMBER, OFFSET, ENQUEUED_TIME, PARTITION_KEY].contains(&key)
+    key.starts_with("x-opt-")
+        && [SEQUENCE_NUMBER, OFFSET, ENQUEUED_TIME, PARTITION_KEY].contains(&key)
 }
 
 struct Properties<'a>(&'a [(String, PropertyValue)]);
@@ -408,7 +408,8 @@ enum Compressor {
     Null,
     /// Raw deflate (RFC 1951, no zlib header), as the Avro spec defines the codec.
     Deflate(flate2::Compress),
-    Snappy(snap::raw::Encoder),
+    /// Boxed: the encoder holds its 2 KiB hash table inline.
+    Snappy(Box<snap::raw::Encoder>),
     Zstd(Box<zstd::bulk::Compressor<'static>>),
 }
 
@@ -420,7 +421,7 @@ impl Compressor {
                 flate2::Compression::new(level.min(9)),
                 false,
             )),
-            Codec::Snappy => Compressor::Snappy(snap::raw::Encoder::new()),
+            Codec::Snappy => Compressor::Snappy(Box::new(snap::raw::Encoder::new())),
             Codec::Zstd { level } => {
                 Compressor::Zstd(Box::new(zstd::bulk::Compressor::new(level)?))
             }

@@ -50,7 +50,10 @@ pub enum FileSinkError {
     WindowLost { reason: String },
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileSinkError + 'a {
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> FileSinkError + 'a {
     move |source| FileSinkError::Io {
         action,
         path: path.to_owned(),
@@ -67,7 +70,7 @@ pub struct FileWindow {
 
 enum WindowFile {
     /// Events are still being appended.
-    Writing(CaptureWriter<BufWriter<File>>),
+    Writing(Box<CaptureWriter<BufWriter<File>>>),
     /// The Avro file is complete; linking it into place may still have to be retried.
     Sealed(File),
 }
@@ -117,7 +120,7 @@ impl FileSinkSettings {
         let writer = CaptureWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file), &self.codec)?;
         Ok(FileWindow {
             staging_path,
-            state: Some(WindowFile::Writing(writer)),
+            state: Some(WindowFile::Writing(Box::new(writer))),
         })
     }
 
@@ -135,9 +138,13 @@ impl FileSinkSettings {
             };
             let lost = |reason: String| FileSinkError::WindowLost { reason };
             let buffered = writer.finish().map_err(|e| lost(e.to_string()))?;
-            let file = buffered
-                .into_inner()
-                .map_err(|e| lost(format!("writing {}: {}", window.staging_path.display(), e.error())))?;
+            let file = buffered.into_inner().map_err(|e| {
+                lost(format!(
+                    "writing {}: {}",
+                    window.staging_path.display(),
+                    e.error()
+                ))
+            })?;
             window.state = Some(WindowFile::Sealed(file));
         }
         let Some(WindowFile::Sealed(file)) = &window.state else {
@@ -145,7 +152,8 @@ impl FileSinkSettings {
                 reason: "an earlier commit attempt failed while finishing the file".into(),
             });
         };
-        file.sync_all().map_err(io("syncing", &window.staging_path))?;
+        file.sync_all()
+            .map_err(io("syncing", &window.staging_path))?;
         let relative = self.path_format.render(context);
         let final_path = link_without_clobbering(&window.staging_path, &self.root, &relative)?;
         fs::remove_file(&window.staging_path).map_err(io("removing", &window.staging_path))?;

@@ -8,6 +8,7 @@
 //! and its events are read again; one whose partition was lost is abandoned.
 
 pub mod avro;
+pub mod blob;
 pub mod file;
 pub mod path_format;
 pub mod stdout;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::eventhubs::ReceivedEvent;
+use blob::{BlobSinkError, BlobSinkSettings, BlobWindow};
 use file::{FileSinkError, FileSinkSettings, FileWindow};
 use path_format::PathContext;
 
@@ -47,6 +49,8 @@ pub enum SinkError {
     Stdout(std::io::Error),
     #[error(transparent)]
     File(FileSinkError),
+    #[error(transparent)]
+    Blob(BlobSinkError),
     /// The open window could not be completed and was dropped: read it again from here.
     #[error("window lost ({reason}); re-reading from sequence number {first_sequence_number}")]
     WindowLost {
@@ -61,6 +65,7 @@ impl SinkError {
         match self {
             SinkError::Stdout(_) => "stdout",
             SinkError::File(_) => "file",
+            SinkError::Blob(_) => "blob",
             SinkError::WindowLost { .. } => "window_lost",
         }
     }
@@ -71,10 +76,16 @@ impl SinkError {
 pub enum Sink {
     Stdout,
     AvroFile(Arc<FileSinkSettings>),
+    AvroBlob(Arc<BlobSinkSettings>),
 }
 
 impl Sink {
-    pub fn open_partition(&self, partition_id: &str, settings: WindowSettings) -> PartitionSink {
+    pub fn open_partition(
+        &self,
+        partition_id: &str,
+        settings: WindowSettings,
+        names: Arc<WindowNames>,
+    ) -> PartitionSink {
         if let Sink::AvroFile(file) = self {
             file.clean_staging(partition_id);
         }
@@ -82,6 +93,7 @@ impl Sink {
             partition_id: partition_id.to_owned(),
             settings,
             sink: self.clone(),
+            names,
             window: None,
         }
     }
@@ -93,6 +105,8 @@ pub struct PartitionSink {
     partition_id: String,
     settings: WindowSettings,
     sink: Sink,
+    /// Names path formats substitute.
+    names: Arc<WindowNames>,
     window: Option<OpenWindow>,
 }
 
@@ -113,6 +127,7 @@ enum Output {
     /// Complete JSON lines of the window.
     Stdout(Vec<u8>),
     AvroFile(FileWindow),
+    AvroBlob(BlobWindow),
 }
 
 impl Output {
@@ -120,24 +135,38 @@ impl Output {
         match self {
             Output::Stdout(buffer) => buffer.len() as u64,
             Output::AvroFile(window) => window.bytes(),
+            Output::AvroBlob(window) => window.bytes(),
         }
     }
 }
 
 impl PartitionSink {
-    fn open_window(&self) -> Result<OpenWindow, SinkError> {
+    fn open_window(&self, first_sequence_number: Option<i64>) -> Result<OpenWindow, SinkError> {
+        let started_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let output = match &self.sink {
             Sink::Stdout => Output::Stdout(Vec::new()),
             Sink::AvroFile(file) => Output::AvroFile(
                 file.open_window(&self.partition_id)
                     .map_err(SinkError::File)?,
             ),
+            Sink::AvroBlob(blob) => Output::AvroBlob(
+                blob.open_window(&PathContext {
+                    namespace: &self.names.namespace,
+                    event_hub: &self.names.event_hub,
+                    consumer_group: &self.names.consumer_group,
+                    partition_id: &self.partition_id,
+                    window_start_ms: started_ms,
+                    first_sequence_number: first_sequence_number.unwrap_or(-1),
+                    last_sequence_number: -1,
+                })
+                .map_err(SinkError::Blob)?,
+            ),
         };
         Ok(OpenWindow {
             opened_at: Instant::now(),
-            started_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            started_ms,
             first_sequence_number: None,
             last_sequence_number: None,
             last_offset: None,
@@ -150,19 +179,19 @@ impl PartitionSink {
     /// produces a (empty) file when it closes, as Capture does.
     pub fn open_empty_window_if_configured(&mut self) -> Result<(), SinkError> {
         if !self.settings.skip_empty && self.window.is_none() {
-            self.window = Some(self.open_window()?);
+            self.window = Some(self.open_window(None)?);
         }
         Ok(())
     }
 
     /// Adds events to the open window, opening one if needed. On error nothing of the window
     /// is durable: the caller drops it and reads its events again.
-    pub fn append(&mut self, events: &[ReceivedEvent]) -> Result<(), SinkError> {
+    pub async fn append(&mut self, events: &[ReceivedEvent]) -> Result<(), SinkError> {
         let Some(last) = events.last() else {
             return Ok(());
         };
         if self.window.is_none() {
-            self.window = Some(self.open_window()?);
+            self.window = Some(self.open_window(Some(events[0].sequence_number))?);
         }
         let Some(window) = self.window.as_mut() else {
             return Ok(());
@@ -180,6 +209,15 @@ impl PartitionSink {
                 for event in events {
                     file.append(event).map_err(SinkError::File)?;
                 }
+            }
+            Output::AvroBlob(blob) => {
+                let Sink::AvroBlob(settings) = &self.sink else {
+                    unreachable!("a blob window belongs to an avro_blob sink");
+                };
+                settings
+                    .append(blob, events)
+                    .await
+                    .map_err(SinkError::Blob)?;
             }
         }
         window.events += events.len() as u64;
@@ -214,7 +252,7 @@ impl PartitionSink {
 
     /// Makes the open window durable. `Ok(None)` when no window is open. On error the window
     /// stays open and a later commit retries it, except for [`SinkError::WindowLost`].
-    pub async fn commit(&mut self, names: &WindowNames) -> Result<Option<CommittedWindow>, SinkError> {
+    pub async fn commit(&mut self) -> Result<Option<CommittedWindow>, SinkError> {
         let Some(mut window) = self.window.take() else {
             return Ok(None);
         };
@@ -230,7 +268,7 @@ impl PartitionSink {
             }
             (Output::AvroFile(mut file_window), Sink::AvroFile(settings)) => {
                 let settings = Arc::clone(settings);
-                let names = names.clone();
+                let names = Arc::clone(&self.names);
                 let partition_id = self.partition_id.clone();
                 let (started_ms, first, last) = (
                     window.started_ms,
@@ -267,9 +305,19 @@ impl PartitionSink {
                     }
                 }
             }
-            (Output::AvroFile(_), Sink::Stdout) => {
-                unreachable!("an avro file window belongs to an avro_file sink")
+            (Output::AvroBlob(mut blob_window), Sink::AvroBlob(settings)) => {
+                let metadata = blob::window_metadata(
+                    window.first_sequence_number.unwrap_or(-1),
+                    window.last_sequence_number.unwrap_or(-1),
+                    window.events,
+                );
+                let result = settings.commit(&mut blob_window, metadata).await;
+                (
+                    Output::AvroBlob(blob_window),
+                    result.map(Some).map_err(SinkError::Blob),
+                )
             }
+            (output, _) => unreachable!("window output {output:?} does not match its sink"),
         };
         window.output = output;
         match result {
@@ -281,7 +329,10 @@ impl PartitionSink {
                 bytes,
                 location,
             })),
-            Err(SinkError::File(FileSinkError::WindowLost { reason })) => {
+            Err(
+                SinkError::File(FileSinkError::WindowLost { reason })
+                | SinkError::Blob(BlobSinkError::WindowLost { reason }),
+            ) => {
                 let first = window.first_sequence_number;
                 self.drop_window(window);
                 match first {
@@ -308,7 +359,9 @@ impl PartitionSink {
     }
 
     fn drop_window(&self, window: OpenWindow) {
-        if let (Output::AvroFile(file_window), Sink::AvroFile(settings)) = (window.output, &self.sink) {
+        if let (Output::AvroFile(file_window), Sink::AvroFile(settings)) =
+            (window.output, &self.sink)
+        {
             settings.abandon(file_window);
         }
     }

@@ -191,7 +191,10 @@ impl PathFormat {
             problems.push(PathFormatProblem::Backslash);
         }
         let segments: Vec<&str> = format.trim_start_matches('/').split('/').collect();
-        if segments.iter().any(|segment| matches!(*segment, "." | "..")) {
+        if segments
+            .iter()
+            .any(|segment| matches!(*segment, "." | ".."))
+        {
             problems.push(PathFormatProblem::DotSegment);
         }
         if segments.contains(&"") {
@@ -428,8 +431,9 @@ mod tests {
 
     #[test]
     fn date_parts_are_zero_padded_utc() {
-        let format = PathFormat::parse("{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}")
-            .unwrap();
+        let format =
+            PathFormat::parse("{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}")
+                .unwrap();
         let at = |ms| {
             format.render(&PathContext {
                 window_start_ms: ms,
@@ -453,10 +457,7 @@ mod tests {
                 ..context()
             })
         };
-        assert_eq!(
-            render("..", "."),
-            "mynamespace/__/_/2017/12/08/03/03/17"
-        );
+        assert_eq!(render("..", "."), "mynamespace/__/_/2017/12/08/03/03/17");
         assert_eq!(
             render("a/b", "..\\.."),
             "mynamespace/a_b/.._../2017/12/08/03/03/17"

@@ -78,7 +78,9 @@ fn main() {
         Codec::Snappy,
         Codec::Zstd { level: 3 },
     ];
-    println!("| body | codec | µs/event | events/s | MB/s (bodies) | output/input | allocations/event |");
+    println!(
+        "| body | codec | µs/event | events/s | MB/s (bodies) | output/input | allocations/event |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for size in [100, 1024, 64 * 1024] {
         // Distinct bodies, more of them than a compressor's window holds, so no codec is
@@ -96,7 +98,9 @@ fn main() {
                 let allocs_before = allocations();
                 let start = Instant::now();
                 for n in 0..count {
-                    writer.append(black_box(&pool[n % pool.len()])).expect("encodes");
+                    writer
+                        .append(black_box(&pool[n % pool.len()]))
+                        .expect("encodes");
                     if !writer.inner_mut().is_empty() {
                         output += writer.inner_mut().len() as u64;
                         writer.inner_mut().clear();

@@ -31,8 +31,16 @@ fn read_long(file: &[u8], at: &mut usize) -> i64 {
     }
 }
 
-/// The header's metadata, its length up to the sync marker, and the marker.
-fn parse_header(file: &[u8]) -> (Vec<(String, Vec<u8>)>, usize, [u8; 16]) {
+/// What a file's header holds.
+struct Header {
+    /// Metadata entries in file order.
+    metadata: Vec<(String, Vec<u8>)>,
+    /// Bytes before the sync marker.
+    len: usize,
+    sync_marker: [u8; 16],
+}
+
+fn parse_header(file: &[u8]) -> Header {
     assert_eq!(&file[..4], b"Obj\x01");
     let mut at = 4;
     let mut metadata = Vec::new();
@@ -50,20 +58,28 @@ fn parse_header(file: &[u8]) -> (Vec<(String, Vec<u8>)>, usize, [u8; 16]) {
             at += len;
         }
     }
-    let marker = file[at..at + 16].try_into().unwrap();
-    (metadata, at, marker)
+    Header {
+        metadata,
+        len: at,
+        sync_marker: file[at..at + 16].try_into().unwrap(),
+    }
 }
 
 /// The blocks after the header: (record count, payload length), checking every sync marker.
 fn blocks(file: &[u8]) -> Vec<(i64, usize)> {
-    let (_, header_len, marker) = parse_header(file);
-    let mut at = header_len + 16;
+    let header = parse_header(file);
+    let mut at = header.len + 16;
     let mut found = Vec::new();
     while at < file.len() {
         let count = read_long(file, &mut at);
         let size = read_long(file, &mut at) as usize;
         at += size;
-        assert_eq!(file[at..at + 16], marker, "sync marker after block {}", found.len());
+        assert_eq!(
+            file[at..at + 16],
+            header.sync_marker,
+            "sync marker after block {}",
+            found.len()
+        );
         at += 16;
         found.push((count, size));
     }
@@ -110,14 +126,23 @@ fn rich_event() -> ReceivedEvent {
             ("double".into(), PropertyValue::Double(21.5)),
             ("string".into(), PropertyValue::String("héllo".into())),
             ("bytes".into(), PropertyValue::Bytes(vec![0, 0xff, 0xfe])),
-            ("timestamp".into(), PropertyValue::Timestamp(1_638_457_104_816)),
+            (
+                "timestamp".into(),
+                PropertyValue::Timestamp(1_638_457_104_816),
+            ),
             ("uuid".into(), PropertyValue::Uuid(uuid)),
             ("other".into(), PropertyValue::Other("[1, 2]".into())),
         ],
         system_properties: vec![
-            ("x-opt-publisher".into(), PropertyValue::String("buddy1234".into())),
+            (
+                "x-opt-publisher".into(),
+                PropertyValue::String("buddy1234".into()),
+            ),
             ("message-id".into(), PropertyValue::Uuid(uuid)),
-            ("content-type".into(), PropertyValue::String("application/octet-stream".into())),
+            (
+                "content-type".into(),
+                PropertyValue::String("application/octet-stream".into()),
+            ),
             // An annotation of an unexpected type must not duplicate the synthesized key.
             ("x-opt-partition-key".into(), PropertyValue::Long(3)),
         ],
@@ -143,24 +168,22 @@ fn branch(index: u32, value: Value) -> Value {
 
 #[test]
 fn schema_header_is_byte_identical_to_a_capture_file() {
-    let (fixture_metadata, fixture_header_len, _) = parse_header(FIXTURE);
-    let fixture_schema = &fixture_metadata
+    let fixture = parse_header(FIXTURE);
+    let fixture_schema = &fixture
+        .metadata
         .iter()
         .find(|(key, _)| key == "avro.schema")
         .unwrap()
         .1;
-    assert_eq!(
-        std::str::from_utf8(fixture_schema).unwrap(),
-        CAPTURE_SCHEMA
-    );
+    assert_eq!(std::str::from_utf8(fixture_schema).unwrap(), CAPTURE_SCHEMA);
     let ours = write(&Codec::Null, &[]);
-    let (metadata, header_len, _) = parse_header(&ours);
-    assert_eq!(metadata, fixture_metadata);
+    let header = parse_header(&ours);
+    assert_eq!(header.metadata, fixture.metadata);
     // Same metadata in the same order: the whole header but the random marker is identical.
-    assert_eq!(ours[..header_len], FIXTURE[..fixture_header_len]);
+    assert_eq!(ours[..header.len], FIXTURE[..fixture.len]);
     for codec in CODECS {
-        let (metadata, _, _) = parse_header(&write(&codec, &[]));
-        assert_eq!(metadata[1], fixture_metadata[1], "{codec:?}");
+        let header = parse_header(&write(&codec, &[]));
+        assert_eq!(header.metadata[1], fixture.metadata[1], "{codec:?}");
     }
 }
 
@@ -243,7 +266,10 @@ fn every_codec_round_trips_through_apache_avro() {
                 "message-id",
                 branch(2, string("0f8fad5b-d9cb-469f-a165-70867728950e")),
             ),
-            ("content-type", branch(2, string("application/octet-stream"))),
+            (
+                "content-type",
+                branch(2, string("application/octet-stream")),
+            ),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
@@ -258,7 +284,10 @@ fn every_codec_round_trips_through_apache_avro() {
             panic!("SystemProperties is a map");
         };
         assert_eq!(system.len(), 3, "no partition key: {system:?}");
-        assert_eq!(records[2]["Body"], branch(1, Value::Bytes(b"abcd".to_vec())));
+        assert_eq!(
+            records[2]["Body"],
+            branch(1, Value::Bytes(b"abcd".to_vec()))
+        );
         assert_eq!(records[3]["Body"], branch(1, Value::Bytes(Vec::new())));
     }
 }
@@ -337,14 +366,17 @@ fn an_empty_file_is_a_valid_container() {
         let file = CaptureWriter::write_empty(Vec::new(), &codec).unwrap();
         assert!(blocks(&file).is_empty());
         assert!(read_all(&file).is_empty(), "{codec:?}");
-        let (metadata, _, _) = parse_header(&file);
+        let metadata = parse_header(&file).metadata;
         let name = match codec {
             Codec::Null => "null",
             Codec::Deflate { .. } => "deflate",
             Codec::Snappy => "snappy",
             Codec::Zstd { .. } => "zstandard",
         };
-        assert_eq!(metadata[0], ("avro.codec".to_owned(), name.as_bytes().to_vec()));
+        assert_eq!(
+            metadata[0],
+            ("avro.codec".to_owned(), name.as_bytes().to_vec())
+        );
         // `new` + `finish` is the same file (but for the random sync marker).
         let finished = write(&codec, &[]);
         assert_eq!(finished.len(), file.len());
@@ -366,4 +398,37 @@ fn zigzag_varints_match_the_spec() {
     assert_eq!(encode(64), [0x80, 0x01]);
     assert_eq!(encode(i64::MAX).len(), 10);
     assert_eq!(encode(i64::MIN).len(), 10);
+}
+
+#[test]
+fn incompressible_blocks_fit_every_codec_bound() {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut noise = |len: usize| {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    let events: Vec<ReceivedEvent> = (0..40)
+        .map(|n| event(n, EventBody::Data(vec![noise(100_000)])))
+        .collect();
+    for codec in CODECS {
+        let file = write(&codec, &events);
+        let records = read_all(&file);
+        assert_eq!(records.len(), events.len(), "{codec:?}");
+        for (record, event) in records.iter().zip(&events) {
+            let EventBody::Data(sections) = &event.body else {
+                unreachable!()
+            };
+            assert_eq!(
+                record["Body"],
+                branch(1, Value::Bytes(sections[0].clone())),
+                "{codec:?}"
+            );
+        }
+    }
 }
