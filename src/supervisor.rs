@@ -75,20 +75,25 @@ impl Supervisor {
         };
         info!(owner_id = %self.settings.owner_id, partitions = partition_ids.len(), "supervisor started");
         let mut owned: HashMap<String, Owned> = HashMap::new();
+        // Partitions lost to another reader, and when: not claimed again until the ownership
+        // expiration has passed, so a reader that took the partition outside the store (a
+        // higher epoch) is not fought every cycle, and the record can expire for other
+        // instances.
+        let mut cooldown: HashMap<String, tokio::time::Instant> = HashMap::new();
         let mut tasks: JoinSet<(String, PartitionExit)> = JoinSet::new();
         let mut next_cycle = tokio::time::Instant::now();
         let mut fatal = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next_cycle) => {
-                    if let Err(error) = self.cycle(&partition_ids, &mut owned, &mut tasks, &mut rng).await {
+                    if let Err(error) = self.cycle(&partition_ids, &mut owned, &mut tasks, &cooldown, &mut rng).await {
                         warn!(error = %error, "balancing cycle failed; retrying next cycle");
                     }
                     let jitter = rng.gen_range(0.0..0.2);
                     next_cycle = tokio::time::Instant::now() + self.settings.update_interval.mul_f64(1.0 + jitter);
                 }
                 Some(joined) = tasks.join_next() => {
-                    if let Some(error) = self.reap(joined, &mut owned) {
+                    if let Some(error) = self.reap(joined, &mut owned, &mut cooldown) {
                         fatal = Some(error);
                         break;
                     }
@@ -134,6 +139,7 @@ impl Supervisor {
         partition_ids: &[String],
         owned: &mut HashMap<String, Owned>,
         tasks: &mut JoinSet<(String, PartitionExit)>,
+        cooldown: &HashMap<String, tokio::time::Instant>,
         rng: &mut StdRng,
     ) -> Result<(), StoreError> {
         for (partition_id, held) in owned.iter() {
@@ -162,11 +168,17 @@ impl Supervisor {
         );
         // Records that name this instance without a running task (a restart with a fixed
         // owner id) are claimed like any other partition.
+        let now = tokio::time::Instant::now();
         let claims: Vec<_> = plan
             .renewals
             .into_iter()
             .filter(|c| !owned.contains_key(&c.partition_id))
             .chain(plan.claims)
+            .filter(|c| {
+                cooldown
+                    .get(&c.partition_id)
+                    .is_none_or(|until| *until <= now)
+            })
             .collect();
         if claims.is_empty() {
             return Ok(());
@@ -236,6 +248,7 @@ impl Supervisor {
         &self,
         joined: Result<(String, PartitionExit), tokio::task::JoinError>,
         owned: &mut HashMap<String, Owned>,
+        cooldown: &mut HashMap<String, tokio::time::Instant>,
     ) -> Option<EventHubsError> {
         let (partition_id, exit) = match joined {
             Ok(result) => result,
@@ -250,6 +263,12 @@ impl Supervisor {
         match exit {
             PartitionExit::Lost => {
                 self.metrics.ownership_change("lost");
+                let now = tokio::time::Instant::now();
+                cooldown.retain(|_, until| *until > now);
+                cooldown.insert(
+                    partition_id.clone(),
+                    now + self.settings.ownership_expiration,
+                );
                 info!(partition_id = %partition_id, event = "lost", "partition task stopped: ownership lost");
                 None
             }

@@ -1,0 +1,169 @@
+//! Network and service faults under a live stream: the real `hubcap` binary keeps every event
+//! when its connection is cut and when the service detaches its links as busy.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hubcap_emulator::LinkFault;
+
+/// A `warn` record of a partition that will retry, with its error type.
+fn retry_warnings(hubcap: &Hubcap, error_type: &str) -> usize {
+    hubcap.count_logs(|l| {
+        l.level == "WARN"
+            && l.message.contains("retrying")
+            && l.field("error_type").as_deref() == Some(error_type)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_drops_every_few_seconds_lose_nothing() {
+    let emulator = start_emulator(2).await;
+    let work = Workdir::new();
+    let config = work.write_config(
+        "hubcap.toml",
+        &HubcapConfig::new(
+            &connection_string(emulator.amqp_addr(), KEY),
+            &work.checkpoints(),
+        ),
+    );
+    let publishing = stream(&emulator, 200, 300);
+    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let started = Instant::now();
+    let mut drops = 0;
+    for round in 1..=4 {
+        // Progress since the last drop proves hubcap reconnected and committed again.
+        let printed = hubcap.event_count();
+        eventually(
+            &format!("progress before drop {round}"),
+            Duration::from_secs(15),
+            || hubcap.event_count() > printed,
+        )
+        .await;
+        let due = started + Duration::from_secs(3 * round);
+        tokio::time::sleep_until(due.into()).await;
+        // A drop while hubcap is between connections cuts nothing: repeat until one is cut.
+        eventually(
+            &format!("drop {round} cuts hubcap's connection"),
+            Duration::from_secs(10),
+            || emulator.drop_connections() >= 1,
+        )
+        .await;
+        drops += 1;
+    }
+    let printed = hubcap.event_count();
+    eventually(
+        "progress after the last drop",
+        Duration::from_secs(15),
+        || hubcap.event_count() > printed,
+    )
+    .await;
+    let published = publishing.stop().await;
+    let expected = all_event_ids(&emulator);
+    assert_eq!(expected.len() as u64, published);
+    eventually(
+        "hubcap prints everything published",
+        Duration::from_secs(30),
+        || covers(&hubcap.events(), &expected),
+    )
+    .await;
+    hubcap.terminate();
+    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "hubcap exited with {status}");
+    // Each reconnect resumes after the last event received, and the open window survives it:
+    // every event exactly once.
+    assert_exactly_once("after 4 connection drops", &hubcap.events(), &expected);
+
+    let connects = hubcap.count_logs(|l| l.message == "connected to event hubs");
+    assert!(
+        connects > drops,
+        "{connects} connections for {drops} drops: hubcap did not reconnect after each"
+    );
+    let warnings = retry_warnings(&hubcap, "connection_lost");
+    assert!(
+        warnings >= 1,
+        "no warn line says the connection was lost and hubcap is retrying:\n{}",
+        hubcap.stderr()
+    );
+    eprintln!(
+        "{published} events over {drops} drops: {connects} connections, {warnings} retry warnings"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_busy_detach_is_retried() {
+    let emulator = start_emulator(2).await;
+    let work = Workdir::new();
+    let config = work.write_config(
+        "hubcap.toml",
+        &HubcapConfig::new(
+            &connection_string(emulator.amqp_addr(), KEY),
+            &work.checkpoints(),
+        ),
+    );
+    let publishing = stream(&emulator, 200, 300);
+    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let busy = LinkFault::new(
+        "com.microsoft:server-busy",
+        "The request was terminated because the entity is being throttled. Please wait 4 seconds and try again.",
+    );
+    let mut detached = 0;
+    for round in 1..=3 {
+        let printed = hubcap.event_count();
+        eventually(
+            &format!("progress before detach {round}"),
+            Duration::from_secs(15),
+            || hubcap.event_count() > printed + 50,
+        )
+        .await;
+        // Between re-attaches no link is there to detach: repeat until one is told.
+        eventually(
+            &format!("detach {round} reaches hubcap's receivers"),
+            Duration::from_secs(10),
+            || {
+                let told = emulator.detach_receivers(HUB, None, None, &busy);
+                detached += told;
+                told >= 1
+            },
+        )
+        .await;
+    }
+    let printed = hubcap.event_count();
+    eventually(
+        "progress after the last detach",
+        Duration::from_secs(15),
+        || hubcap.event_count() > printed + 50,
+    )
+    .await;
+    let published = publishing.stop().await;
+    let expected = all_event_ids(&emulator);
+    assert_eq!(expected.len() as u64, published);
+    eventually(
+        "hubcap prints everything published",
+        Duration::from_secs(30),
+        || covers(&hubcap.events(), &expected),
+    )
+    .await;
+    hubcap.terminate();
+    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "hubcap exited with {status}");
+    assert_exactly_once("after server-busy detaches", &hubcap.events(), &expected);
+
+    let warnings = retry_warnings(&hubcap, "server_busy");
+    assert!(
+        warnings >= 3,
+        "{detached} links detached as server-busy, but only {warnings} retry warnings name it"
+    );
+    assert_eq!(
+        hubcap.count_logs(|l| l.message == "connected to event hubs"),
+        1,
+        "a busy link is re-attached on the same connection"
+    );
+    assert!(
+        !hubcap.has_log(|l| l.field("event").as_deref() == Some("ownership_lost")),
+        "server-busy is not a lost partition"
+    );
+    emulator.shutdown().await;
+}

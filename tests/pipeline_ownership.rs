@@ -1,0 +1,165 @@
+//! Losing a partition to another reader: the real `hubcap` binary abandons it and never
+//! checkpoints it from the stale task (delivery contract, point 4).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hubcap::eventhubs::{EventHubClient, EventPosition, ReceiverOptions};
+
+/// Body size of the ordinary events: each one alone fills a 1 KiB window, so every batch
+/// hubcap receives of them is committed and checkpointed at once.
+const LARGE: usize = 1500;
+/// Body size of the events left in the open window: three of them stay under 1 KiB.
+const SMALL: usize = 10;
+/// Events before the steal.
+const FIRST: i64 = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_partition_is_never_checkpointed_again() {
+    let emulator = start_emulator(1).await;
+    // hubcap goes through a frame-counting proxy. With a prefetch of 1 it grants credit for
+    // one event at a time, after taking the one before into its window: the delivery count in
+    // its flow frames shows how far it got.
+    let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
+    let work = Workdir::new();
+    let store = StoreView::new(&work.checkpoints(), proxy.addr());
+    // Windows close on size only, never on age during the test: a checkpoint can then only
+    // follow events received, and none can be legitimately written while the thief reads.
+    let config = work.write_config(
+        "hubcap.toml",
+        &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
+            .set_raw("eventhub", "owner_level", "0")
+            .set_raw("eventhub", "prefetch", "1")
+            .set("sink", "max_window", "1h")
+            .set("sink", "max_window_bytes", "1KiB"),
+    );
+    let partition = partitions(&emulator)[0].clone();
+    partition.preload(FIRST as u64, LARGE).expect("preload");
+    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    eventually(
+        "hubcap checkpoints the first events",
+        Duration::from_secs(15),
+        || store.checkpoint("0").and_then(|c| c.sequencenumber) == Some(FIRST - 1),
+    )
+    .await;
+    let checkpoint_path = store.checkpoint_path("0");
+    let settled = file_state(&checkpoint_path).expect("a checkpoint file");
+    let printed_before = hubcap.event_count();
+    assert_eq!(printed_before as i64, FIRST);
+
+    // Three small events: under the size limit, they stay in hubcap's open window.
+    partition.preload(3, SMALL).expect("preload");
+    eventually(
+        "hubcap takes the small events into its window",
+        Duration::from_secs(10),
+        || proxy.client_flow_delivery_count() >= FIRST as u64 + 3,
+    )
+    .await;
+
+    // Another reader takes the partition with a higher epoch, outside the checkpoint store:
+    // the store still names hubcap as the owner.
+    let thief_client = EventHubClient::new(client_settings(emulator.amqp_addr(), sas_credential()))
+        .expect("client settings are valid");
+    let thief = within(
+        "the thief attaches",
+        STEP,
+        thief_client.open_receiver(
+            "0",
+            &EventPosition::Latest,
+            ReceiverOptions {
+                prefetch: 100,
+                owner_level: Some(1),
+            },
+        ),
+    )
+    .await
+    .expect("a higher epoch takes the partition");
+    hubcap
+        .wait_for_log(
+            "the stale task abandons the partition",
+            Duration::from_secs(10),
+            |l| {
+                l.field("event").as_deref() == Some("ownership_lost")
+                    && l.message.starts_with("partition lost")
+            },
+        )
+        .await;
+    let abandoned = hubcap
+        .logs()
+        .iter()
+        .find(|l| l.message.starts_with("partition lost"))
+        .and_then(|l| l.fields.get("abandoned_events").and_then(|v| v.as_u64()));
+    assert_eq!(
+        abandoned,
+        Some(3),
+        "the stale task abandons its window of three small events"
+    );
+
+    // Five update intervals while the thief holds the partition and events keep coming.
+    let publishing = stream(&emulator, 40, LARGE);
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        assert!(
+            file_state(&checkpoint_path).as_ref() == Some(&settled),
+            "the checkpoint was rewritten after the partition was stolen: {:?}",
+            store.checkpoint("0"),
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(hubcap.is_running(), "hubcap stopped:\n{}", hubcap.stderr());
+    assert_eq!(
+        hubcap.event_count(),
+        printed_before,
+        "hubcap printed events of a partition it no longer reads"
+    );
+    let logs = hubcap.logs();
+    let first_loss = logs
+        .iter()
+        .position(|l| l.field("event").as_deref() == Some("ownership_lost"))
+        .expect("the loss was logged");
+    let committed = |l: &LogLine| l.message == "window committed and checkpointed";
+    assert!(
+        logs[..first_loss].iter().any(committed),
+        "no commit was logged before the steal"
+    );
+    assert!(
+        !logs[first_loss..].iter().any(committed),
+        "a window was committed after the partition was lost:\n{}",
+        hubcap.stderr()
+    );
+    // The store still names hubcap, so its supervisor claims the partition again every cycle;
+    // each new task is refused by the thief's higher epoch and gives it up without reading.
+    let claims = hubcap.count_logs(|l| l.message == "partition claimed");
+    let lost = hubcap.count_logs(|l| l.message.starts_with("partition lost"));
+    eprintln!("while stolen: {claims} claims in total, {lost} tasks gave the partition up");
+
+    // The thief leaves: hubcap reads on from its checkpoint, so the abandoned window's events
+    // are read again and every event is printed exactly once.
+    thief.close().await;
+    thief_client.close().await;
+    eventually(
+        "hubcap reads the partition again once the thief is gone",
+        Duration::from_secs(15),
+        || hubcap.event_count() > printed_before,
+    )
+    .await;
+    let published = publishing.stop().await;
+    let last = partition.properties().last_enqueued_sequence_number;
+    assert_eq!(last, FIRST + 3 + published as i64 - 1);
+    eventually(
+        "hubcap commits and checkpoints everything",
+        Duration::from_secs(20),
+        || store.checkpoint("0").and_then(|c| c.sequencenumber) == Some(last),
+    )
+    .await;
+    hubcap.terminate();
+    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "hubcap exited with {status}");
+    let expected: BTreeSet<EventId> = (0..=last).map(|n| EventId::new("0", n)).collect();
+    assert_exactly_once("around the steal", &hubcap.events(), &expected);
+    drop(proxy);
+    emulator.shutdown().await;
+}

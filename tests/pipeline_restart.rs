@@ -1,0 +1,337 @@
+//! Stopping and restarting the real `hubcap` binary against the emulator: a drained stop, a
+//! `kill -9`, and SIGTERM with a window open. The delivery contract's points 1, 3 and 5.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hubcap::eventhubs::OutgoingEvent;
+
+const PARTITIONS: usize = 4;
+
+/// The highest sequence number printed per partition.
+fn last_printed(events: &[Event]) -> BTreeMap<String, i64> {
+    let mut last = BTreeMap::new();
+    for event in events {
+        let entry = last.entry(event.partition_id.clone()).or_insert(-1);
+        *entry = event.sequence_number.max(*entry);
+    }
+    last
+}
+
+/// The body the second run's events are published with.
+fn second_body(partition_id: &str, index: usize) -> String {
+    format!("second run, partition {partition_id}, event {index}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates() {
+    let emulator = start_emulator(PARTITIONS).await;
+    preload_each(&emulator, 500, 200);
+    let work = Workdir::new();
+    let config = work.write_config(
+        "hubcap.toml",
+        &HubcapConfig::new(
+            &connection_string(emulator.amqp_addr(), KEY),
+            &work.checkpoints(),
+        ),
+    );
+    let store = StoreView::new(&work.checkpoints(), emulator.amqp_addr());
+    let ids = partition_ids(&emulator);
+    let first_ids = all_event_ids(&emulator);
+    assert_eq!(first_ids.len(), 2_000);
+
+    let mut first = Hubcap::spawn("first run", &config);
+    eventually(
+        "the first run prints all 2,000 events",
+        Duration::from_secs(30),
+        || covers(&first.events(), &first_ids),
+    )
+    .await;
+    let asked = Instant::now();
+    first.terminate();
+    let status = first.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "first run exited with {status}");
+    eprintln!("first run drained and exited in {:?}", asked.elapsed());
+    let printed = first.events();
+    assert_exactly_once("first run", &printed, &first_ids);
+
+    for id in &ids {
+        let ownership = store.ownership(id).expect("an ownership record");
+        assert_eq!(
+            ownership.ownerid, "",
+            "partition {id} was not released: {ownership:?}"
+        );
+        let checkpoint = store.checkpoint(id).expect("a checkpoint record");
+        let last = printed
+            .iter()
+            .filter(|e| &e.partition_id == id)
+            .max_by_key(|e| e.sequence_number)
+            .expect("partition printed");
+        assert_eq!(checkpoint.sequencenumber, Some(499), "partition {id}");
+        assert_eq!(
+            checkpoint.offset.as_deref(),
+            Some(last.offset.as_str()),
+            "partition {id}: the checkpoint names the last event's offset"
+        );
+    }
+
+    for id in &ids {
+        let events: Vec<OutgoingEvent> = (0..500)
+            .map(|i| OutgoingEvent {
+                body: second_body(id, i).into_bytes(),
+                properties: vec![("index".into(), i.to_string())],
+            })
+            .collect();
+        publish(&emulator, id, &events).await;
+    }
+    let second_ids: BTreeSet<EventId> = all_event_ids(&emulator)
+        .difference(&first_ids)
+        .cloned()
+        .collect();
+    assert_eq!(second_ids.len(), 2_000);
+
+    let mut second = Hubcap::spawn("second run", &config);
+    eventually(
+        "the second run prints the 2,000 new events",
+        Duration::from_secs(30),
+        || covers(&second.events(), &second_ids),
+    )
+    .await;
+    second.terminate();
+    let status = second.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "second run exited with {status}");
+    let printed = second.events();
+    assert_exactly_once("second run", &printed, &second_ids);
+    for event in &printed {
+        let index = (event.sequence_number - 500) as usize;
+        assert_eq!(
+            event.body,
+            serde_json::Value::String(second_body(&event.partition_id, index)),
+            "{}",
+            event.id()
+        );
+        assert_eq!(
+            event.properties.get("index"),
+            Some(&serde_json::Value::String(index.to_string()))
+        );
+    }
+    for id in &ids {
+        assert_eq!(
+            store.checkpoint(id).and_then(|c| c.sequencenumber),
+            Some(999),
+            "partition {id}"
+        );
+        assert_eq!(store.ownership(id).map(|o| o.ownerid), Some(String::new()));
+    }
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_window_then_restart_loses_nothing() {
+    let emulator = start_emulator(2).await;
+    let ids = partition_ids(&emulator);
+    let work = Workdir::new();
+    let store = StoreView::new(&work.checkpoints(), emulator.amqp_addr());
+    let base = HubcapConfig::new(
+        &connection_string(emulator.amqp_addr(), KEY),
+        &work.checkpoints(),
+    );
+    // Windows close on size (about 35 events of 200 bytes), long before their 30 s age, so
+    // there are many commits and, at any moment, most likely a window open.
+    let killed_config = work.write_config(
+        "killed.toml",
+        &base
+            .clone()
+            .set("sink", "max_window", "30s")
+            .set("sink", "max_window_bytes", "16KiB"),
+    );
+    // The restart closes windows every second, so the tail shows up without waiting 30 s.
+    let restart_config = work.write_config("restart.toml", &base);
+
+    let publishing = stream(&emulator, 400, 200);
+    let mut first = Hubcap::spawn("killed run", &killed_config);
+    eventually(
+        "the first run commits several windows",
+        Duration::from_secs(30),
+        || first.event_count() >= 600,
+    )
+    .await;
+    // Kill between commits rather than right after one: once every partition holds at least
+    // 20 events past the last one printed, the open windows have events in them.
+    let printed_before = last_printed(&first.events());
+    eventually(
+        "20 more events per partition after the last commit",
+        Duration::from_secs(10),
+        || {
+            let enqueued = last_sequence_numbers(&emulator);
+            printed_before
+                .iter()
+                .all(|(id, printed)| enqueued[id] >= printed + 20)
+        },
+    )
+    .await;
+    first.kill();
+    let enqueued_at_kill = last_sequence_numbers(&emulator);
+    let checkpointed_at_kill = store.checkpointed(&ids);
+    let printed_first = first.events();
+    eprintln!(
+        "killed after {} events printed; checkpoints {checkpointed_at_kill:?}, enqueued {enqueued_at_kill:?}",
+        printed_first.len()
+    );
+    assert!(
+        ids.iter()
+            .any(|id| enqueued_at_kill[id] > checkpointed_at_kill[id]),
+        "there were events past the checkpoints when hubcap was killed"
+    );
+    // Each partition's lines are a prefix 0..=P, and P is at or past the checkpoint (lines are
+    // printed before the checkpoint is written).
+    for id in &ids {
+        let seqs: Vec<i64> = printed_first
+            .iter()
+            .filter(|e| &e.partition_id == id)
+            .map(|e| e.sequence_number)
+            .collect();
+        let expected: Vec<i64> = (0..seqs.len() as i64).collect();
+        assert_eq!(seqs, expected, "first run, partition {id}: not a prefix");
+        let last = seqs.len() as i64 - 1;
+        assert!(
+            last >= checkpointed_at_kill[id],
+            "partition {id}: checkpoint {} past the last printed event {last}",
+            checkpointed_at_kill[id],
+        );
+    }
+
+    let mut second = Hubcap::spawn("restarted run", &restart_config);
+    eventually(
+        "the restarted run takes over after the killed run's ownership expires",
+        Duration::from_secs(20),
+        || second.event_count() > 0,
+    )
+    .await;
+    let published = publishing.stop().await;
+    let expected = all_event_ids(&emulator);
+    assert_eq!(expected.len() as u64, published);
+    eventually(
+        "the union of both runs holds every event",
+        Duration::from_secs(30),
+        || {
+            let mut union = printed_first.clone();
+            union.extend(second.events());
+            covers(&union, &expected)
+        },
+    )
+    .await;
+    second.terminate();
+    let status = second.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "restarted run exited with {status}");
+    let printed_second = second.events();
+
+    // The restart resumed right after each checkpoint and printed the rest exactly once.
+    let resumed: BTreeSet<EventId> = expected
+        .iter()
+        .filter(|id| id.sequence_number > checkpointed_at_kill[&id.partition_id])
+        .cloned()
+        .collect();
+    assert_exactly_once("restarted run", &printed_second, &resumed);
+
+    let mut union = printed_first.clone();
+    union.extend(printed_second);
+    let counts = count_by_id(&union);
+    let missing: Vec<&EventId> = expected
+        .iter()
+        .filter(|id| !counts.contains_key(id))
+        .collect();
+    assert!(missing.is_empty(), "lost events: {}", sample(&missing));
+    let mut duplicates: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (id, count) in &counts {
+        assert!(*count <= 2, "{id} printed {count} times");
+        if *count == 2 {
+            assert!(
+                id.sequence_number > checkpointed_at_kill[&id.partition_id],
+                "{id} was printed twice but is at or below the checkpoint {}",
+                checkpointed_at_kill[&id.partition_id]
+            );
+            duplicates
+                .entry(id.partition_id.clone())
+                .or_default()
+                .push(id.sequence_number);
+        }
+    }
+    eprintln!(
+        "{} events, duplicates (committed, not yet checkpointed at the kill): {:?}",
+        expected.len(),
+        duplicates
+            .iter()
+            .map(|(p, seqs)| format!("{p}: {}", seqs.len()))
+            .collect::<Vec<_>>()
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_open_window() {
+    let emulator = start_emulator(1).await;
+    // hubcap reaches the emulator through a proxy that counts AMQP frames: with a one-hour
+    // window nothing reaches stdout before the drain, and the frames show when hubcap has
+    // taken the events off its link.
+    let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
+    let work = Workdir::new();
+    let store = StoreView::new(&work.checkpoints(), proxy.addr());
+    let config = work.write_config(
+        "hubcap.toml",
+        &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
+            .set("sink", "max_window", "1h")
+            .set_raw("eventhub", "prefetch", "200"),
+    );
+    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    hubcap
+        .wait_for_log("receiving", Duration::from_secs(15), |l| {
+            l.message == "receiving"
+        })
+        .await;
+    let transfers = proxy.sent_to_client(TRANSFER);
+    partitions(&emulator)[0].preload(100, 200).expect("preload");
+    eventually(
+        "the emulator sends the 100 events",
+        Duration::from_secs(10),
+        || proxy.sent_to_client(TRANSFER) >= transfers + 100,
+    )
+    .await;
+    // With a prefetch of 200, hubcap tops its credit up (a link flow naming the deliveries it
+    // has seen) only once it has taken 100 events off the link into its window.
+    eventually(
+        "hubcap takes the 100 events into its window",
+        Duration::from_secs(10),
+        || proxy.client_flow_delivery_count() >= 100,
+    )
+    .await;
+    assert_eq!(
+        hubcap.event_count(),
+        0,
+        "nothing is printed while the window is open"
+    );
+    assert_eq!(store.checkpoint("0"), None, "nothing is checkpointed yet");
+
+    hubcap.terminate();
+    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "hubcap exited with {status}");
+    let printed = hubcap.events();
+    assert_exactly_once("drained window", &printed, &all_event_ids(&emulator));
+    let checkpoint = store.checkpoint("0").expect("a checkpoint after the drain");
+    assert_eq!(checkpoint.sequencenumber, Some(99));
+    assert_eq!(
+        checkpoint.offset.as_deref(),
+        Some(printed.last().unwrap().offset.as_str())
+    );
+    assert_eq!(store.ownership("0").map(|o| o.ownerid), Some(String::new()));
+    assert!(
+        hubcap.has_log(|l| l.message == "window committed and checkpointed"
+            && l.field("events").as_deref() == Some("100")),
+        "the drain committed one window of 100 events"
+    );
+    drop(proxy);
+    emulator.shutdown().await;
+}
