@@ -388,6 +388,14 @@ impl HubcapConfig {
         self
     }
 
+    /// Removes a key (e.g. the file store's `path` when switching to the blob store).
+    pub fn remove(mut self, section: &str, key: &str) -> Self {
+        if let Some((_, entries)) = self.sections.iter_mut().find(|(name, _)| name == section) {
+            entries.retain(|(k, _)| k != key);
+        }
+        self
+    }
+
     pub fn to_toml(&self) -> String {
         let mut text = String::new();
         for (section, entries) in &self.sections {
