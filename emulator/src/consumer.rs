@@ -201,6 +201,14 @@ async fn deliver(
     let mut next = plan.start_sequence_number;
     let mut batch: Vec<StoredEvent> = Vec::with_capacity(READ_BATCH);
     loop {
+        if plan.registration.is_stalled() {
+            // A stuck link: attached, silent, until the client gives up on it.
+            tokio::select! {
+                fault = plan.registration.kicked.recv() => return fault.map_or(Stop::Gone, Stop::Fault),
+                _ = sender.on_detach() => return Stop::Gone,
+                _ = killed.cancelled() => return Stop::Gone,
+            }
+        }
         appended.borrow_and_update();
         batch.clear();
         next = partition.read_from(next, READ_BATCH, &mut batch);

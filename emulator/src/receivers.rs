@@ -8,7 +8,7 @@
 //!   (`amqp:resource-limit-exceeded`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
@@ -43,6 +43,8 @@ struct ActiveReceiver {
     epoch: Option<i64>,
     /// Tells the receiver's link task to detach with this error.
     kick: mpsc::UnboundedSender<LinkFault>,
+    /// Set to make the link stop delivering while staying attached (a stuck link).
+    stalled: Arc<AtomicBool>,
 }
 
 /// Every active consumer link, by partition.
@@ -60,6 +62,14 @@ pub struct Registration {
     id: u64,
     /// Faults and steals addressed to this link.
     pub kicked: mpsc::UnboundedReceiver<LinkFault>,
+    stalled: Arc<AtomicBool>,
+}
+
+impl Registration {
+    /// Whether fault injection froze this link: attached, but delivering nothing.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Registration {
@@ -135,12 +145,19 @@ impl ReceiverRegistry {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (kick, kicked) = mpsc::unbounded_channel();
-        list.push(ActiveReceiver { id, epoch, kick });
+        let stalled = Arc::new(AtomicBool::new(false));
+        list.push(ActiveReceiver {
+            id,
+            epoch,
+            kick,
+            stalled: Arc::clone(&stalled),
+        });
         Ok(Registration {
             registry: Arc::clone(self),
             key,
             id,
             kicked,
+            stalled,
         })
     }
 
@@ -152,6 +169,18 @@ impl ReceiverRegistry {
             .filter(|(key, _)| matches(key))
             .flat_map(|(_, list)| list.iter())
             .filter(|r| r.kick.send(fault.clone()).is_ok())
+            .count()
+    }
+
+    /// Freezes the links attached now to the matching partitions (links attached later are
+    /// not affected); returns how many. A frozen link delivers nothing until it is detached.
+    pub fn stall(&self, matches: impl Fn(&PartitionKey) -> bool) -> usize {
+        let receivers = self.lock();
+        receivers
+            .iter()
+            .filter(|(key, _)| matches(key))
+            .flat_map(|(_, list)| list.iter())
+            .inspect(|r| r.stalled.store(true, Ordering::Relaxed))
             .count()
     }
 

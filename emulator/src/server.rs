@@ -167,6 +167,18 @@ impl Emulator {
         detach_receivers(&self.shared, hub, partition, consumer_group, fault)
     }
 
+    /// Freezes the consumer links attached now to a hub's partition (all partitions if
+    /// `None`): they stay attached but deliver nothing, like a stuck link. Links attached later
+    /// work normally. Returns how many were frozen.
+    pub fn stall_receivers(&self, hub: &str, partition: Option<&str>) -> usize {
+        let hub = hub.to_lowercase();
+        let stalled = self.shared.receivers.stall(|key| {
+            key.hub == hub && partition.is_none_or(|p| key.partition == p)
+        });
+        info!(stalled, %hub, ?partition, "fault: stalled receivers");
+        stalled
+    }
+
     /// Stops listening, drops every connection and waits for all tasks.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
