@@ -343,6 +343,7 @@ impl PartitionTask {
         if let Some((events, seconds)) = lag {
             self.metrics.lag(events, seconds);
         }
+        self.health.eventhubs_reachable();
         self.health.partition(&self.lease.partition_id, |p| {
             p.lag_events = lag.map(|(events, _)| events.max(0));
             p.last_progress = Some(std::time::Instant::now());

@@ -153,6 +153,9 @@ impl Supervisor {
                 }
             }
         }
+        if self.client.is_connected() {
+            self.health.eventhubs_reachable();
+        }
         let ownerships = self.store.list_ownership().await?;
         self.health.store_reachable();
         let plan = balance::plan(

@@ -103,6 +103,17 @@ impl EventHubClient {
         &self.settings
     }
 
+    /// Whether a connection is open and not known to be broken (false while one is being
+    /// opened). For readiness: it never waits.
+    pub fn is_connected(&self) -> bool {
+        match self.current.try_lock() {
+            Ok(current) => current
+                .as_ref()
+                .is_some_and(|live| !live.broken.is_cancelled()),
+            Err(_) => false,
+        }
+    }
+
     /// The open connection, opening a new one if there is none or the last one broke.
     pub async fn connection(&self) -> Result<Arc<LiveConnection>, EventHubsError> {
         let mut current = self.current.lock().await;

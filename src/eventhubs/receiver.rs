@@ -187,12 +187,14 @@ impl PartitionReceiver {
     }
 
     /// Waits for at least one event, then takes every event already buffered, up to `max`.
-    /// Cancel-safe: dropping the future loses no event.
+    /// Cancel-safe: dropping the future loses no event (events already taken are in `out`)
+    /// and no credit (a top-up interrupted half-way is redone by the next call).
     pub async fn recv_batch(
         &mut self,
         max: usize,
         out: &mut Vec<ReceivedEvent>,
     ) -> Result<(), EventHubsError> {
+        self.top_up_credit().await?;
         let first = self.receiver.recv::<Body<Value>>().await;
         self.take(first, out)?;
         while out.len() < max {
@@ -201,12 +203,18 @@ impl PartitionReceiver {
                 None => break,
             }
         }
+        self.top_up_credit().await
+    }
+
+    /// Restores the credit to `prefetch` once half of it is used. The count is reset only
+    /// after the flow went out, so an interrupted top-up is retried.
+    async fn top_up_credit(&mut self) -> Result<(), EventHubsError> {
         if self.used_credit >= self.prefetch / 2 {
-            self.used_credit = 0;
             self.receiver
                 .set_credit(self.prefetch)
                 .await
                 .map_err(|e| self.link_error(RecvError::from(e)))?;
+            self.used_credit = 0;
         }
         Ok(())
     }

@@ -1,19 +1,22 @@
 //! The `avro_blob` sink: one Capture Avro block blob per partition window.
 //!
-//! The Avro bytes of the open window are staged as blocks of `block_size` while the window
-//! grows, so memory stays bounded by about one block plus one Avro block however large the
+//! The Avro bytes of the open window are staged as blocks of `block_size` as soon as that much
+//! is encoded, so memory stays bounded by about one block plus one Avro block however large the
 //! window; closing the window commits the block list (or, for a window smaller than one block,
 //! uploads it in one request). Both writes carry `If-None-Match: *`: a committed blob is never
-//! replaced. Uncommitted blocks of a crashed window are invisible and expire on their own.
+//! replaced. Bytes not yet staged stay in memory until a stage succeeds, so a commit that fails
+//! half-way can be retried without losing any. Uncommitted blocks of a crashed window are
+//! invisible and expire on their own.
 //!
 //! The blob name is rendered when the window opens (its start time, as Capture), because
-//! blocks are staged to a name; `{LastSequenceNumber}` is therefore not available here. The
-//! blob's metadata records the first and last sequence numbers and the event count.
+//! blocks are staged to a name; `{LastSequenceNumber}` is therefore not available here. A second
+//! window of the partition starting in the same second gets a `-1`, `-2`, ... suffix, as with
+//! `avro_file`. The blob's metadata records the first and last sequence numbers and the count.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::config::Codec;
 use crate::eventhubs::ReceivedEvent;
@@ -46,9 +49,11 @@ pub enum BlobSinkError {
 pub struct BlobWindow {
     name: String,
     writer: Option<Box<CaptureWriter<Vec<u8>>>>,
-    /// Avro bytes finished but not yet staged (the tail after the last staged block).
-    pending: Vec<u8>,
+    /// Avro bytes encoded but not yet staged.
+    pending: BytesMut,
     block_ids: Vec<Vec<u8>>,
+    /// Avro bytes of the whole window, staged or not.
+    bytes: u64,
 }
 
 impl std::fmt::Debug for BlobWindow {
@@ -60,79 +65,116 @@ impl std::fmt::Debug for BlobWindow {
     }
 }
 
+/// The names a partition's windows got, so a window starting in the same second as the
+/// previous one gets a distinct name.
+#[derive(Debug, Default)]
+pub struct BlobNames {
+    last_base: Option<String>,
+    repeats: u32,
+}
+
+impl BlobNames {
+    fn next(&mut self, base: String) -> String {
+        if self.last_base.as_deref() == Some(base.as_str()) {
+            self.repeats += 1;
+            format!("{base}-{}.avro", self.repeats)
+        } else {
+            self.repeats = 0;
+            let name = format!("{base}.avro");
+            self.last_base = Some(base);
+            name
+        }
+    }
+}
+
 impl BlobSinkSettings {
     /// A window whose blob will be named from `context` (rendered now, at its start).
-    pub fn open_window(&self, context: &PathContext<'_>) -> Result<BlobWindow, BlobSinkError> {
-        Ok(BlobWindow {
-            name: format!("{}.avro", self.path_format.render(context)),
-            writer: Some(Box::new(CaptureWriter::new(Vec::new(), &self.codec)?)),
-            pending: Vec::new(),
+    pub fn open_window(
+        &self,
+        context: &PathContext<'_>,
+        names: &mut BlobNames,
+    ) -> Result<BlobWindow, BlobSinkError> {
+        let writer = CaptureWriter::new(Vec::new(), &self.codec)?;
+        let mut window = BlobWindow {
+            name: names.next(self.path_format.render(context)),
+            writer: Some(Box::new(writer)),
+            pending: BytesMut::new(),
             block_ids: Vec::new(),
-        })
+            bytes: 0,
+        };
+        window.take_encoded();
+        Ok(window)
     }
 
-    /// Encodes `events` and stages every full block.
+    /// Encodes `events`, staging each block as soon as it is complete.
     pub async fn append(
         &self,
         window: &mut BlobWindow,
         events: &[ReceivedEvent],
     ) -> Result<(), BlobSinkError> {
-        let writer = window.writer.as_mut().ok_or_else(sealed)?;
         for event in events {
+            let writer = window.writer.as_mut().ok_or_else(sealed)?;
             writer.append(event)?;
-        }
-        window.pending.append(writer.inner_mut());
-        while window.pending.len() >= self.block_size {
-            let rest = window.pending.split_off(self.block_size);
-            let block = std::mem::replace(&mut window.pending, rest);
-            self.stage(window, block).await?;
+            window.take_encoded();
+            while window.pending.len() >= self.block_size {
+                self.stage_pending(window, self.block_size).await?;
+            }
         }
         Ok(())
     }
 
-    async fn stage(&self, window: &mut BlobWindow, block: Vec<u8>) -> Result<(), BlobSinkError> {
+    /// Stages the first `len` pending bytes; on failure they stay pending.
+    async fn stage_pending(
+        &self,
+        window: &mut BlobWindow,
+        len: usize,
+    ) -> Result<(), BlobSinkError> {
         // Block ids of one blob must all have the same length.
         let id = format!("{:010}", window.block_ids.len()).into_bytes();
-        self.container
-            .stage_block(&window.name, &id, Bytes::from(block))
-            .await?;
-        window.block_ids.push(id);
-        Ok(())
+        let block: Bytes = window.pending.split_to(len).freeze();
+        match self
+            .container
+            .stage_block(&window.name, &id, block.clone())
+            .await
+        {
+            Ok(()) => {
+                window.block_ids.push(id);
+                Ok(())
+            }
+            Err(error) => {
+                // Put the block back in front of what is still pending (a cheap reunite when
+                // nothing was appended since, a copy otherwise).
+                let mut restored = BytesMut::from(block.as_ref());
+                restored.extend_from_slice(&window.pending);
+                window.pending = restored;
+                Err(error.into())
+            }
+        }
     }
 
-    /// Finishes the Avro file and commits the blob; returns its name. Retryable on
-    /// `Storage` errors: staged blocks stay staged.
+    /// Finishes the Avro file and commits the blob; returns its name. Retryable on `Storage`
+    /// errors: staged blocks stay staged and unstaged bytes stay pending.
     pub async fn commit(
         &self,
         window: &mut BlobWindow,
         metadata: HashMap<String, String>,
     ) -> Result<String, BlobSinkError> {
         if let Some(writer) = window.writer.take() {
-            let mut rest = writer.finish().map_err(|e| BlobSinkError::WindowLost {
+            let rest = writer.finish().map_err(|e| BlobSinkError::WindowLost {
                 reason: e.to_string(),
             })?;
-            window.pending.append(&mut rest);
+            window.bytes += rest.len() as u64;
+            window.pending.extend_from_slice(&rest);
         }
         let written = if window.block_ids.is_empty() {
-            let content = Bytes::from(std::mem::take(&mut window.pending));
-            let result = self
-                .container
-                .upload(
-                    &window.name,
-                    content.clone(),
-                    &metadata,
-                    Condition::IfNoneMatchAny,
-                )
-                .await;
-            if result.is_err() {
-                // Keep the bytes for a retry.
-                window.pending = content.to_vec();
-            }
-            result
+            let content = window.pending.clone().freeze();
+            self.container
+                .upload(&window.name, content, &metadata, Condition::IfNoneMatchAny)
+                .await
         } else {
             if !window.pending.is_empty() {
-                let tail = std::mem::take(&mut window.pending);
-                self.stage(window, tail).await?;
+                let len = window.pending.len();
+                self.stage_pending(window, len).await?;
             }
             self.container
                 .commit_block_list(
@@ -162,11 +204,21 @@ impl BlobSinkSettings {
 }
 
 impl BlobWindow {
-    /// Avro bytes of the window so far, staged or not.
+    /// Moves what the Avro writer has encoded into `pending`.
+    fn take_encoded(&mut self) {
+        if let Some(writer) = self.writer.as_mut() {
+            let encoded = writer.inner_mut();
+            if !encoded.is_empty() {
+                self.bytes += encoded.len() as u64;
+                self.pending.extend_from_slice(encoded);
+                encoded.clear();
+            }
+        }
+    }
+
+    /// Avro bytes of the window so far (staged, pending, and still in the encoder's block).
     pub fn bytes(&self) -> u64 {
-        self.writer
-            .as_ref()
-            .map_or(0, |w| w.bytes_written() + w.buffered_bytes())
+        self.bytes + self.writer.as_ref().map_or(0, |w| w.buffered_bytes())
     }
 }
 
@@ -182,5 +234,20 @@ pub fn window_metadata(first: i64, last: i64, events: u64) -> HashMap<String, St
 fn sealed() -> BlobSinkError {
     BlobSinkError::WindowLost {
         reason: "appending to a window that is already sealed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_starting_in_the_same_second_get_distinct_names() {
+        let mut names = BlobNames::default();
+        assert_eq!(names.next("p/0/00".into()), "p/0/00.avro");
+        assert_eq!(names.next("p/0/00".into()), "p/0/00-1.avro");
+        assert_eq!(names.next("p/0/00".into()), "p/0/00-2.avro");
+        assert_eq!(names.next("p/0/01".into()), "p/0/01.avro");
+        assert_eq!(names.next("p/0/01".into()), "p/0/01-1.avro");
     }
 }

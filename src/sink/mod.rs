@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::eventhubs::ReceivedEvent;
-use blob::{BlobSinkError, BlobSinkSettings, BlobWindow};
+use blob::{BlobNames, BlobSinkError, BlobSinkSettings, BlobWindow};
 use file::{FileSinkError, FileSinkSettings, FileWindow};
 use path_format::PathContext;
 
@@ -94,6 +94,7 @@ impl Sink {
             settings,
             sink: self.clone(),
             names,
+            blob_names: BlobNames::default(),
             window: None,
         }
     }
@@ -107,6 +108,8 @@ pub struct PartitionSink {
     sink: Sink,
     /// Names path formats substitute.
     names: Arc<WindowNames>,
+    /// Blob names given so far (avro_blob only).
+    blob_names: BlobNames,
     window: Option<OpenWindow>,
 }
 
@@ -141,7 +144,7 @@ impl Output {
 }
 
 impl PartitionSink {
-    fn open_window(&self, first_sequence_number: Option<i64>) -> Result<OpenWindow, SinkError> {
+    fn open_window(&mut self, first_sequence_number: Option<i64>) -> Result<OpenWindow, SinkError> {
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -152,15 +155,18 @@ impl PartitionSink {
                     .map_err(SinkError::File)?,
             ),
             Sink::AvroBlob(blob) => Output::AvroBlob(
-                blob.open_window(&PathContext {
-                    namespace: &self.names.namespace,
-                    event_hub: &self.names.event_hub,
-                    consumer_group: &self.names.consumer_group,
-                    partition_id: &self.partition_id,
-                    window_start_ms: started_ms,
-                    first_sequence_number: first_sequence_number.unwrap_or(-1),
-                    last_sequence_number: -1,
-                })
+                blob.open_window(
+                    &PathContext {
+                        namespace: &self.names.namespace,
+                        event_hub: &self.names.event_hub,
+                        consumer_group: &self.names.consumer_group,
+                        partition_id: &self.partition_id,
+                        window_start_ms: started_ms,
+                        first_sequence_number: first_sequence_number.unwrap_or(-1),
+                        last_sequence_number: -1,
+                    },
+                    &mut self.blob_names,
+                )
                 .map_err(SinkError::Blob)?,
             ),
         };

@@ -320,7 +320,7 @@ impl BlobContainer {
             "upload",
             &self.target(name),
             deadline,
-            blob.upload(RequestContent::from(content.to_vec()), Some(options)),
+            blob.upload(content.into(), Some(options)),
         )
         .await?;
         Ok(Written {
@@ -348,7 +348,8 @@ impl BlobContainer {
             block_blob.stage_block(
                 block_id,
                 length,
-                RequestContent::from(content.to_vec()),
+                // Zero-copy: the block's bytes go to the transport as they are.
+                content.into(),
                 None,
             ),
         )
