@@ -172,9 +172,10 @@ impl Emulator {
     /// work normally. Returns how many were frozen.
     pub fn stall_receivers(&self, hub: &str, partition: Option<&str>) -> usize {
         let hub = hub.to_lowercase();
-        let stalled = self.shared.receivers.stall(|key| {
-            key.hub == hub && partition.is_none_or(|p| key.partition == p)
-        });
+        let stalled = self
+            .shared
+            .receivers
+            .stall(|key| key.hub == hub && partition.is_none_or(|p| key.partition == p));
         info!(stalled, %hub, ?partition, "fault: stalled receivers");
         stalled
     }
