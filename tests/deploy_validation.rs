@@ -346,28 +346,31 @@ fn hubcap_identifiers(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The series names src/metrics.rs exports: each metric, and a histogram's
-/// `_bucket`/`_sum`/`_count` series.
+/// The series names hubcap exports, read from a real exposition in which every metric has a
+/// value (so histograms show their `_bucket`/`_sum`/`_count` series).
 fn exported_series() -> BTreeSet<String> {
-    let source = read("src/metrics.rs");
-    let mut series = BTreeSet::new();
-    for literal in source.split("\"hubcap_").skip(1) {
-        let name = literal.split('"').next().unwrap_or_default();
-        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            series.insert(format!("hubcap_{name}"));
-        }
-    }
-    assert!(
-        series.len() >= 10,
-        "found only {series:?} in src/metrics.rs"
-    );
-    // Histograms are registered through `histogram(&registry, "<name>", ...)`.
-    for call in source.split("histogram(&registry,").skip(1) {
-        let name = call.split('"').nth(1).expect("a histogram name");
-        for suffix in ["_bucket", "_sum", "_count"] {
-            series.insert(format!("{name}{suffix}"));
-        }
-    }
+    let metrics = hubcap::metrics::Metrics::new("hub", "$Default");
+    let partition = metrics.partition("0");
+    partition.received(1, 1);
+    partition.committed(1, 1, std::time::Duration::from_millis(1));
+    partition.checkpointed(0);
+    partition.lag(1, 1.0);
+    partition.checkpoint_error("x");
+    partition.sink_error("x");
+    partition.reconnect("x");
+    partition.expired(1);
+    partition.position_fallback();
+    partition.receiver_recycled();
+    metrics.set_owned_partitions(1);
+    metrics.ownership_change("claimed");
+    let series: BTreeSet<String> = metrics
+        .render()
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    assert!(series.len() >= 10, "found only {series:?} in the exposition");
     series
 }
 
