@@ -69,6 +69,9 @@ enum Step {
     Exit(PartitionExit),
 }
 
+/// How often a receiving partition asks `$management` how far behind it is.
+const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Why the receive loop stopped without leaving the partition.
 enum Interrupted {
     /// The receive link failed.
@@ -132,6 +135,7 @@ impl PartitionTask {
                 p.last_error = None;
             });
             let mut last_delivery = std::time::Instant::now();
+            let mut last_lag_sample = std::time::Instant::now() - LAG_SAMPLE_INTERVAL;
             let interrupted = loop {
                 let deadline = self.sink.window_deadline();
                 let stuck_check = last_delivery + self.settings.stuck_timeout;
@@ -176,6 +180,13 @@ impl PartitionTask {
                         last_delivery = std::time::Instant::now();
                         self.note_gap(&batch);
                         self.observe_batch(&batch, receiver.last_enqueued());
+                        if let Some(last) = batch.last() {
+                            if last_lag_sample.elapsed() >= LAG_SAMPLE_INTERVAL {
+                                last_lag_sample = std::time::Instant::now();
+                                self.sample_lag(last.sequence_number, last.enqueued_time_ms)
+                                    .await;
+                            }
+                        }
                         if let Some(last) = batch.last() {
                             position = EventPosition::SequenceNumber {
                                 sequence_number: last.sequence_number,
@@ -326,6 +337,23 @@ impl PartitionTask {
         }
     }
 
+    /// Asks the service where the partition ends and records how far behind `last` is.
+    async fn sample_lag(&self, last_sequence_number: i64, last_enqueued_time_ms: i64) {
+        let Ok(properties) = self
+            .client
+            .partition_properties(&self.lease.partition_id)
+            .await
+        else {
+            return;
+        };
+        let events = properties.last_enqueued_sequence_number - last_sequence_number;
+        let seconds = (properties.last_enqueued_time_ms - last_enqueued_time_ms) as f64 / 1000.0;
+        self.metrics.lag(events, seconds);
+        self.health.partition(&self.lease.partition_id, |p| {
+            p.lag_events = Some(events.max(0))
+        });
+    }
+
     /// Records a received batch: counters, and lag from the service's last-enqueued information.
     fn observe_batch(
         &self,
@@ -345,7 +373,9 @@ impl PartitionTask {
         }
         self.health.eventhubs_reachable();
         self.health.partition(&self.lease.partition_id, |p| {
-            p.lag_events = lag.map(|(events, _)| events.max(0));
+            if let Some((events, _)) = lag {
+                p.lag_events = Some(events.max(0));
+            }
             p.last_progress = Some(std::time::Instant::now());
         });
     }

@@ -229,6 +229,7 @@ pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
             receiver: ReceiverOptions {
                 prefetch: config.eventhub.prefetch,
                 owner_level: Some(config.eventhub.owner_level),
+                track_last_enqueued: false,
             },
             batch_size: RECEIVE_BATCH,
             retry_min_backoff: config.eventhub.retry_min_backoff,

@@ -203,6 +203,7 @@ async fn entra_id_tokens_via_a_credential() {
     let options = ReceiverOptions {
         prefetch: 100,
         owner_level: Some(0),
+        track_last_enqueued: false,
     };
     let mut receiver = within(
         "open a receiver",

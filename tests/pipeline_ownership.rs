@@ -72,6 +72,7 @@ async fn a_stolen_partition_is_never_checkpointed_again() {
             ReceiverOptions {
                 prefetch: 100,
                 owner_level: Some(1),
+                track_last_enqueued: false,
             },
         ),
     )

@@ -13,7 +13,6 @@ use super::client::EventHubClient;
 use super::error::{reason, EventHubsError};
 
 const MANAGEMENT_NODE: &str = "$management";
-const REPLY_TO: &str = "hubcap-management-client";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What READ on `com.microsoft:eventhub` reports.
@@ -92,6 +91,10 @@ impl EventHubClient {
         partition_id: Option<&str>,
     ) -> Result<OrderedMap<Value, Value>, EventHubsError> {
         let live = self.connection().await?;
+        // Partitions ask concurrently on one connection: link names and the reply address must
+        // be unique per request, or responses go to the wrong waiter.
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let reply_to = format!("hubcap-management-{request_id}");
         let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let lost = |e: String| EventHubsError::ConnectionLost { reason: e };
             let mut session = {
@@ -100,13 +103,17 @@ impl EventHubClient {
                     .await
                     .map_err(|e| lost(reason(e)))?
             };
-            let mut sender = Sender::attach(&mut session, "hubcap-mgmt-sender", MANAGEMENT_NODE)
-                .await
-                .map_err(|e| lost(reason(e)))?;
+            let mut sender = Sender::attach(
+                &mut session,
+                format!("hubcap-mgmt-sender-{request_id}"),
+                MANAGEMENT_NODE,
+            )
+            .await
+            .map_err(|e| lost(reason(e)))?;
             let mut receiver = Receiver::builder()
-                .name("hubcap-mgmt-receiver")
+                .name(format!("hubcap-mgmt-receiver-{request_id}"))
                 .source(MANAGEMENT_NODE)
-                .target(REPLY_TO)
+                .target(reply_to.clone())
                 .attach(&mut session)
                 .await
                 .map_err(|e| lost(reason(e)))?;
@@ -126,7 +133,7 @@ impl EventHubClient {
                 message_annotations: None,
                 properties: Some(Properties {
                     message_id: Some(MessageId::Ulong(1)),
-                    reply_to: Some(REPLY_TO.into()),
+                    reply_to: Some(reply_to.clone()),
                     ..Default::default()
                 }),
                 application_properties: Some(ApplicationProperties(props)),

@@ -45,9 +45,13 @@
 //! ## Framing
 //!
 //! hubcap writes the container framing itself (header, and per block: record count, byte size,
-//! payload, sync marker) and compresses blocks itself; the records are encoded by apache-avro's
-//! schema-aware serde serializer, the one `Writer::append_ser` uses, from a borrowed record
-//! struct. apache-avro's `Writer` is not used because (0.21): its header is built from the
+//! payload, sync marker) and compresses blocks itself; the records go through serde, from a
+//! borrowed `#[derive(Serialize)]` record struct, into a small Avro-binary serializer
+//! (`binary.rs`) that writes straight into the open block. apache-avro's `append_ser` path was
+//! the first version: it made nine allocations per event (a buffer per map entry and per map)
+//! and was the largest hubcap-specific cost in a CPU profile of a drain, so the record is
+//! encoded by hand now; apache-avro stays in the tests, which read every file back with it.
+//! apache-avro's `Writer` is not used because (0.21): its header is built from the
 //! parsed schema and a `HashMap` of metadata, so neither the schema text nor the key order is
 //! ours to fix, and Capture compatibility is defined by that text; it hands a finished block to
 //! the inner writer with `Write::write`, not `write_all`, so a short write would silently drop
@@ -60,9 +64,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
-use std::sync::LazyLock;
 
-use apache_avro::Schema;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
@@ -86,9 +88,6 @@ pub const BLOCK_SIZE: usize = 1 << 20;
 /// The first capacity of the block buffer: a full block plus one typical large event, so the
 /// buffer does not double just past the threshold.
 const BLOCK_CAPACITY: usize = BLOCK_SIZE + (64 << 10);
-
-static SCHEMA: LazyLock<Schema> =
-    LazyLock::new(|| Schema::parse_str(CAPTURE_SCHEMA).expect("the Capture schema is valid Avro"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum AvroError {
@@ -172,7 +171,7 @@ impl<W: Write> CaptureWriter<W> {
             self.block.reserve(BLOCK_CAPACITY);
         }
         let before = self.block.len();
-        if let Err(error) = apache_avro::write_avro_datum_ref(&SCHEMA, &record, &mut self.block) {
+        if let Err(error) = binary::encode(&record, &mut self.block) {
             self.block.truncate(before);
             return Err(AvroError::Encode(error.to_string()));
         }
@@ -514,5 +513,6 @@ fn encode_long(n: i64, out: &mut [u8]) -> usize {
     }
 }
 
+mod binary;
 #[cfg(test)]
 mod tests;
