@@ -370,7 +370,10 @@ fn exported_series() -> BTreeSet<String> {
         .filter_map(|line| line.split(['{', ' ']).next())
         .map(str::to_owned)
         .collect();
-    assert!(series.len() >= 10, "found only {series:?} in the exposition");
+    assert!(
+        series.len() >= 10,
+        "found only {series:?} in the exposition"
+    );
     series
 }
 
