@@ -23,8 +23,10 @@ use crate::sink::avro::CaptureWriter;
 use crate::sink::path_format::{PathContext, PathFormat};
 
 const STAGING_DIR: &str = ".hubcap-staging";
-/// Buffer between the Avro encoder and the file: a whole ~1 MiB block per write.
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// Buffer between the Avro encoder and the file. Small on purpose: the encoder hands over whole
+/// ~1 MiB blocks, which `BufWriter` passes straight through; it only gathers the few bytes of
+/// each block's header. A block-sized buffer here would double every partition's memory.
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Settings shared by every partition of an `avro_file` sink.
 #[derive(Debug, Clone)]
