@@ -28,6 +28,17 @@ enum Command {
         #[arg(long, short, env = "HUBCAP_CONFIG")]
         config: PathBuf,
     },
+    /// Publish each line of standard input as one event to the configured event hub.
+    Send {
+        #[arg(long, short, env = "HUBCAP_CONFIG")]
+        config: PathBuf,
+        /// Send every event with this partition key (same key, same partition).
+        #[arg(long, conflicts_with = "partition_id")]
+        partition_key: Option<String>,
+        /// Send every event to this partition.
+        #[arg(long)]
+        partition_id: Option<String>,
+    },
     /// Run the whole pipeline on an embedded emulator: no Azure account needed.
     Demo {
         /// Directory for the checkpoints and the Capture files.
@@ -53,6 +64,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
+        Command::Send {
+            config,
+            partition_key,
+            partition_id,
+        } => send(&config, partition_key, partition_id),
         Command::Demo {
             dir,
             duration,
@@ -93,6 +109,43 @@ fn demo(options: hubcap::demo::DemoOptions) -> ExitCode {
             }
         }
     })
+}
+
+fn send(
+    path: &std::path::Path,
+    partition_key: Option<String>,
+    partition_id: Option<String>,
+) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log.format, &config.log.level);
+    let target = match (partition_key, partition_id) {
+        (Some(key), _) => hubcap::eventhubs::SendTarget::PartitionKey(key),
+        (None, Some(id)) => hubcap::eventhubs::SendTarget::Partition(id),
+        (None, None) => hubcap::eventhubs::SendTarget::Hub,
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(hubcap::runtime::send_lines(
+        &config,
+        &target,
+        std::io::stdin().lock(),
+    )) {
+        Ok((events, batches)) => {
+            eprintln!("sent {events} events in {batches} batches");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hubcap send: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
