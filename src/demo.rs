@@ -51,7 +51,8 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> anyhow::Resul
     .await?;
     let connection_string = emulator.connection_string(Some(DEMO_HUB));
     let capture_dir = options.dir.join("capture");
-    let config_text = demo_config(&connection_string, &options);
+    let http_port = free_loopback_port()?;
+    let config_text = demo_config(&connection_string, &options, http_port);
     let config = crate::config::parse(&config_text, "hubcap demo", &|_| None)
         .map_err(|errors| anyhow::anyhow!("demo config: {errors}"))?;
 
@@ -77,6 +78,7 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> anyhow::Resul
         options.partitions,
         options.window.as_secs()
     );
+    println!("             health and metrics: http://127.0.0.1:{http_port}/readyz and /metrics");
     let started = Instant::now();
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
@@ -110,7 +112,14 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> anyhow::Resul
     })
 }
 
-fn demo_config(connection_string: &str, options: &DemoOptions) -> String {
+/// A free port for the demo's HTTP endpoint (bound and released: a demo can live with the tiny
+/// race, and a fixed port would clash with a real hubcap on 9090).
+fn free_loopback_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn demo_config(connection_string: &str, options: &DemoOptions, http_port: u16) -> String {
     let dir = options
         .dir
         .display()
@@ -139,7 +148,7 @@ path = "{dir}/capture"
 max_window = "{window}s"
 
 [http]
-listen = "off"
+listen = "127.0.0.1:{http_port}"
 
 [log]
 level = "warn"
