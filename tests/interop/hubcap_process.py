@@ -23,6 +23,7 @@ import datetime as dt
 import io
 import itertools
 import json
+import re
 import os
 import signal
 import struct
@@ -684,3 +685,65 @@ def typed(value: Any) -> Any:
 def first_mismatches(mismatches: list[str], shown: int = 10) -> str:
     more = f"\n... and {len(mismatches) - shown} more" if len(mismatches) > shown else ""
     return f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:shown]) + more
+
+
+# --------------------------------------------------------------------------------------------
+# event values as the Capture writer maps them (src/sink/avro.rs)
+
+
+def avro_property(value: Any) -> Any:
+    """A property value as src/sink/avro.rs documents it: integers long, floats double, strings
+    and binary as they are, booleans "true"/"false", timestamps milliseconds since the epoch."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return round(value.timestamp() * 1000)
+    return value
+
+
+def epoch_ms(moment: dt.datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+CAPTURE_TIME = re.compile(r"(1[0-2]|[1-9])/([1-9]|[12]\d|3[01])/\d{4} (1[0-2]|[1-9]):[0-5]\d:[0-5]\d (AM|PM)")
+
+
+def record_problems(record: dict, sent: SentEvent, where: Landed, partition_id: str) -> list[str]:
+    """Every way a Capture record differs from the event sent (`sent`) and where the SDK's own
+    consumer found it (`where`): partition, sequence number, offset, enqueued time, system
+    properties, application properties (values, types and order) and body."""
+    problems = []
+    if partition_id != where.partition_id:
+        problems.append(f"in an archive of partition {partition_id}, the SDK found it in {where.partition_id}")
+    if typed(record["SequenceNumber"]) != typed(where.sequence_number):
+        problems.append(f"SequenceNumber {record['SequenceNumber']!r} != {where.sequence_number}")
+    if typed(record["Offset"]) != typed(where.offset):
+        problems.append(f"Offset {record['Offset']!r} != {where.offset!r}")
+    enqueued = record["EnqueuedTimeUtc"]
+    if not (isinstance(enqueued, str) and CAPTURE_TIME.fullmatch(enqueued)):
+        problems.append(f"EnqueuedTimeUtc {enqueued!r} is not in M/d/yyyy h:mm:ss tt form")
+    elif enqueued != capture_time_text(where.enqueued_time):
+        problems.append(f"EnqueuedTimeUtc {enqueued!r} != {capture_time_text(where.enqueued_time)!r}")
+
+    system = record["SystemProperties"]
+    expected_system = {
+        "x-opt-sequence-number": where.sequence_number,
+        "x-opt-offset": where.offset,
+        "x-opt-enqueued-time": epoch_ms(where.enqueued_time),
+    }
+    if sent.partition_key is not None:
+        expected_system["x-opt-partition-key"] = sent.partition_key
+    for key, value in expected_system.items():
+        if typed(system.get(key)) != typed(value):
+            problems.append(f"SystemProperties[{key!r}] is {system.get(key)!r}, expected {value!r}")
+    if sent.partition_key is None and "x-opt-partition-key" in system:
+        problems.append(f"x-opt-partition-key {system['x-opt-partition-key']!r} on an event sent without a key")
+
+    expected_properties = {key: avro_property(value) for key, value in sent.properties.items()}
+    if typed(record["Properties"]) != typed(expected_properties):
+        problems.append(f"Properties {record['Properties']!r} != {expected_properties!r}")
+    elif list(record["Properties"]) != list(expected_properties):
+        problems.append(f"Properties in the order {list(record['Properties'])}, sent {list(expected_properties)}")
+    if record["Body"] != sent.body:
+        problems.append(f"Body {record['Body']!r} != sent {sent.body!r}")
+    return problems

@@ -25,6 +25,10 @@ import pytest
 pytest.register_assert_rewrite("hubcap_process")
 
 from hubcap_process import (  # noqa: E402
+    CAPTURE_TIME,
+    avro_property,
+    epoch_ms,
+    record_problems,
     STAGING_DIR,
     AvroFile,
     Landed,
@@ -79,7 +83,6 @@ CAPTURE_PATH = re.compile(
     r"127\.0\.0\.1/hub1/(?P<partition>\d+)/(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})/"
     r"(?P<hour>\d{2})/(?P<minute>\d{2})/(?P<second>\d{2})(?:-(?P<suffix>[1-9]\d*))?\.avro"
 )
-CAPTURE_TIME = re.compile(r"(1[0-2]|[1-9])/([1-9]|[12]\d|3[01])/\d{4} (1[0-2]|[1-9]):[0-5]\d:[0-5]\d (AM|PM)")
 
 
 def avro_config(emulator, tmp_path: Path, *, consumer_group: Optional[str] = None, **sink: Any) -> str:
@@ -89,20 +92,6 @@ def avro_config(emulator, tmp_path: Path, *, consumer_group: Optional[str] = Non
         sink={"type": "avro_file", "path": str(tmp_path / "capture"), **sink},
         eventhub={"consumer_group": consumer_group} if consumer_group else None,
     )
-
-
-def avro_property(value: Any) -> Any:
-    """A property value as src/sink/avro.rs documents it: integers long, floats double, strings
-    and binary as they are, booleans "true"/"false", timestamps milliseconds since the epoch."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.datetime):
-        return round(value.timestamp() * 1000)
-    return value
-
-
-def epoch_ms(moment: dt.datetime) -> int:
-    return round(moment.timestamp() * 1000)
 
 
 def file_partition(root: Path, path: Path) -> str:
@@ -145,44 +134,6 @@ def check_header(avro: AvroFile, codec: str = "null") -> None:
 def read_archive(root: Path) -> list[tuple[str, AvroFile]]:
     """(partition id from the path, file) for every committed file."""
     return [(file_partition(root, path), read_avro(path)) for path in committed_avro_files(root)]
-
-
-def record_problems(record: dict, sent: SentEvent, where: Landed, partition_id: str) -> list[str]:
-    problems = []
-    if partition_id != where.partition_id:
-        problems.append(f"in a file of partition {partition_id}, the SDK found it in {where.partition_id}")
-    if typed(record["SequenceNumber"]) != typed(where.sequence_number):
-        problems.append(f"SequenceNumber {record['SequenceNumber']!r} != {where.sequence_number}")
-    if typed(record["Offset"]) != typed(where.offset):
-        problems.append(f"Offset {record['Offset']!r} != {where.offset!r}")
-    enqueued = record["EnqueuedTimeUtc"]
-    if not (isinstance(enqueued, str) and CAPTURE_TIME.fullmatch(enqueued)):
-        problems.append(f"EnqueuedTimeUtc {enqueued!r} is not in M/d/yyyy h:mm:ss tt form")
-    elif enqueued != capture_time_text(where.enqueued_time):
-        problems.append(f"EnqueuedTimeUtc {enqueued!r} != {capture_time_text(where.enqueued_time)!r} (SDK: {where.enqueued_time})")
-
-    system = record["SystemProperties"]
-    expected_system = {
-        "x-opt-sequence-number": where.sequence_number,
-        "x-opt-offset": where.offset,
-        "x-opt-enqueued-time": epoch_ms(where.enqueued_time),
-    }
-    if sent.partition_key is not None:
-        expected_system["x-opt-partition-key"] = sent.partition_key
-    for key, value in expected_system.items():
-        if typed(system.get(key)) != typed(value):
-            problems.append(f"SystemProperties[{key!r}] is {system.get(key)!r}, expected {value!r}")
-    if sent.partition_key is None and "x-opt-partition-key" in system:
-        problems.append(f"x-opt-partition-key {system['x-opt-partition-key']!r} on an event sent without a key")
-
-    expected_properties = {key: avro_property(value) for key, value in sent.properties.items()}
-    if typed(record["Properties"]) != typed(expected_properties):
-        problems.append(f"Properties {record['Properties']!r} != {expected_properties!r}")
-    elif list(record["Properties"]) != list(expected_properties):
-        problems.append(f"Properties in the order {list(record['Properties'])}, sent {list(expected_properties)}")
-    if record["Body"] != sent.body:
-        problems.append(f"Body {record['Body']!r} != sent {sent.body!r}")
-    return problems
 
 
 def test_fifty_thousand_events_land_in_capture_files_exactly_once_with_every_field(
