@@ -78,7 +78,12 @@ impl Health {
     /// Updates one partition's entry (created if missing).
     pub fn partition(&self, partition_id: &str, update: impl FnOnce(&mut PartitionHealth)) {
         let mut state = self.lock();
-        update(state.partitions.entry(partition_id.to_owned()).or_default());
+        // Called once per received batch: look up before inserting, so the common case does
+        // not allocate the key.
+        match state.partitions.get_mut(partition_id) {
+            Some(partition) => update(partition),
+            None => update(state.partitions.entry(partition_id.to_owned()).or_default()),
+        }
     }
 
     pub fn remove_partition(&self, partition_id: &str) {

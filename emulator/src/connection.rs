@@ -230,11 +230,7 @@ pub enum LinkPlan {
 fn plan_link(shared: &Shared, context: &ConnectionContext, attach: &Attach) -> LinkPlan {
     let address = match attach.role {
         // The remote sends: the node is its target.
-        Role::Sender => match attach.target.as_deref() {
-            Some(TargetArchetype::Target(target)) => target.address.clone(),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        },
+        Role::Sender => target_address(attach),
         Role::Receiver => attach.source.as_ref().and_then(|s| s.address.clone()),
     };
     let Some(address) = address else {

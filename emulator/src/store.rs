@@ -242,10 +242,9 @@ impl Partition {
         };
         let start = sequence_number.max(first);
         let skip = (start - first) as usize;
+        let before = out.len();
         out.extend(log.events.iter().skip(skip).take(max).cloned());
-        out.last()
-            .map(|e| e.sequence_number + 1)
-            .unwrap_or(start.max(log.next_sequence_number.min(start)))
+        start + (out.len() - before) as i64
     }
 
     /// Resolves a filter's start position to the first sequence number to deliver.
