@@ -694,7 +694,7 @@ class Bench:
         config = hubcap_config(scratch / "hubcap.toml", emulator, hub="bench", group=group, capture=capture,
                                codec=codec, store=store_config, window=window,
                                ca=self.certs["ca"] if emulator.tls else None)
-        args = [str(self.release / "hubcap"), "run", "--config", str(config)]
+        args = [*os.environ.get("BENCH_HUBCAP_WRAP", "").split(), str(self.release / "hubcap"), "run", "--config", str(config)]
         measure(run, args, scratch, emulator, peer, tracker, self.timeout_for(run.events, size))
         if run.ok:
             files = [p for p in capture.rglob("*.avro") if ".hubcap-staging" not in p.parts]

@@ -228,6 +228,7 @@ pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
         partition: PartitionSettings {
             receiver: ReceiverOptions {
                 prefetch: config.eventhub.prefetch,
+                prefetch_bytes: config.eventhub.prefetch_bytes,
                 owner_level: Some(config.eventhub.owner_level),
                 track_last_enqueued: false,
             },

@@ -202,6 +202,7 @@ async fn entra_id_tokens_via_a_credential() {
     .expect("client settings are valid");
     let options = ReceiverOptions {
         prefetch: 100,
+        prefetch_bytes: 1 << 20,
         owner_level: Some(0),
         track_last_enqueued: false,
     };

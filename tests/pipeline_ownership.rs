@@ -71,6 +71,7 @@ async fn a_stolen_partition_is_never_checkpointed_again() {
             &EventPosition::Latest,
             ReceiverOptions {
                 prefetch: 100,
+                prefetch_bytes: 1 << 20,
                 owner_level: Some(1),
                 track_last_enqueued: false,
             },

@@ -284,7 +284,9 @@ async fn sigterm_drains_the_open_window() {
         "hubcap.toml",
         &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
             .set("sink", "max_window", "1h")
-            .set_raw("eventhub", "prefetch", "200"),
+            .set_raw("eventhub", "prefetch", "200")
+            // Count-based credit only, so the top-up below comes at exactly half of 200.
+            .set("eventhub", "prefetch_bytes", "1GiB"),
     );
     let mut hubcap = Hubcap::spawn("hubcap", &config);
     hubcap

@@ -20,6 +20,7 @@ pub(super) const KEYS: &[&str] = &[
     "consumer_group",
     "start_position",
     "prefetch",
+    "prefetch_bytes",
     "owner_level",
     "token_lifetime",
     "ca_file",
@@ -31,6 +32,10 @@ pub(super) const KEYS: &[&str] = &[
 
 const DEFAULT_CONSUMER_GROUP: &str = "$Default";
 const DEFAULT_PREFETCH: u32 = 300;
+/// Enough for 300 events of up to ~3 KiB; larger events get proportionally less credit.
+const DEFAULT_PREFETCH_BYTES: u64 = 1 << 20;
+const KIB: u64 = 1 << 10;
+const GIB: u64 = 1 << 30;
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_STUCK_PARTITION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -68,6 +73,12 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfi
         None => Some(StartPosition::Earliest),
     };
     let prefetch = section.integer(ctx, "prefetch", DEFAULT_PREFETCH.into(), 1..=5000);
+    let prefetch_bytes = section.size(
+        ctx,
+        "prefetch_bytes",
+        DEFAULT_PREFETCH_BYTES,
+        64 * KIB..=GIB,
+    );
     let owner_level = section.integer(ctx, "owner_level", 0, 0..=i64::MAX);
     let token_lifetime = section.duration(
         ctx,
@@ -128,6 +139,7 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfi
         consumer_group: consumer_group?,
         start_position: start_position?,
         prefetch: u32::try_from(prefetch).ok()?,
+        prefetch_bytes,
         owner_level,
         token_lifetime,
         ca_file,

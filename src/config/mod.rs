@@ -64,6 +64,9 @@ pub struct EventHubConfig {
     pub start_position: StartPosition,
     /// Link credit: events the service may send ahead of processing.
     pub prefetch: u32,
+    /// Caps the credit further so that about this many bytes are in flight, at the event
+    /// sizes seen so far: large events get less credit than `prefetch`.
+    pub prefetch_bytes: u64,
     /// Receiver epoch; 0 lets instances take partitions from each other through the store.
     pub owner_level: i64,
     /// Lifetime of the SAS tokens hubcap signs; refreshed well before expiry.

@@ -35,6 +35,7 @@ fn a_connection_string_with_entity_path_is_a_whole_config() {
     assert_eq!(eventhub.consumer_group, "$Default");
     assert_eq!(eventhub.start_position, StartPosition::Earliest);
     assert_eq!(eventhub.prefetch, 300);
+    assert_eq!(eventhub.prefetch_bytes, 1 << 20);
     assert_eq!(eventhub.owner_level, 0);
     assert_eq!(eventhub.token_lifetime, Duration::from_secs(3600));
     assert_eq!(eventhub.ca_file, None);

@@ -1,8 +1,10 @@
 //! One partition receiver: start filter, owner level, pre-settled transfers, manual credit.
 //!
 //! The service is asked to send every event pre-settled, so no disposition goes back per event;
-//! credit is topped up to `prefetch` each time half of it has been used. Each receiver has its
-//! own session, sized for its credit, so many partitions on one connection never exceed a
+//! credit is topped up each time half of it has been used. The credit is `prefetch` events, or
+//! fewer when events are large, so that about `prefetch_bytes` are in flight per partition
+//! ([`CreditBudget`]): memory follows the configuration, not the event size. Each receiver has
+//! its own session, sized for its credit, so many partitions on one connection never exceed a
 //! session window.
 
 use std::sync::Arc;
@@ -79,6 +81,8 @@ impl EventPosition {
 pub struct ReceiverOptions {
     /// Credit kept outstanding: how many events the service may send ahead.
     pub prefetch: u32,
+    /// Bytes the service may send ahead, at the event sizes seen so far.
+    pub prefetch_bytes: u64,
     /// `com.microsoft:epoch`; `None` attaches a non-epoch receiver.
     pub owner_level: Option<i64>,
     /// Ask the service for last-enqueued information on every event (runtime-metric delivery
@@ -100,9 +104,7 @@ pub struct PartitionReceiver {
     receiver: Receiver,
     session: SessionHandle<()>,
     connection: Arc<LiveConnection>,
-    prefetch: u32,
-    /// Deliveries since credit was last topped up.
-    used_credit: u32,
+    budget: CreditBudget,
     last_enqueued: Option<LastEnqueued>,
 }
 
@@ -168,16 +170,18 @@ impl EventHubClient {
                 return Err(attach_error(error, &connection));
             }
         };
-        if let Err(error) = receiver.set_credit(options.prefetch).await {
+        let mut budget = CreditBudget::new(options.prefetch, options.prefetch_bytes);
+        let credit = budget.credit();
+        if let Err(error) = receiver.set_credit(credit).await {
             return Err(lost(reason(error)));
         }
+        budget.granted(credit);
         Ok(PartitionReceiver {
             partition_id: partition_id.to_owned(),
             receiver,
             session,
             connection,
-            prefetch: options.prefetch,
-            used_credit: 0,
+            budget,
             last_enqueued: None,
         })
     }
@@ -213,15 +217,15 @@ impl PartitionReceiver {
         self.top_up_credit().await
     }
 
-    /// Restores the credit to `prefetch` once half of it is used. The count is reset only
+    /// Sends a flow when [`CreditBudget::grant`] asks for one. The budget learns of it only
     /// after the flow went out, so an interrupted top-up is retried.
     async fn top_up_credit(&mut self) -> Result<(), EventHubsError> {
-        if self.used_credit >= self.prefetch / 2 {
+        if let Some(credit) = self.budget.grant() {
             self.receiver
-                .set_credit(self.prefetch)
+                .set_credit(credit)
                 .await
                 .map_err(|e| self.link_error(RecvError::from(e)))?;
-            self.used_credit = 0;
+            self.budget.granted(credit);
         }
         Ok(())
     }
@@ -232,7 +236,6 @@ impl PartitionReceiver {
         out: &mut Vec<ReceivedEvent>,
     ) -> Result<(), EventHubsError> {
         let delivery = delivery.map_err(|e| self.link_error(e))?;
-        self.used_credit += 1;
         let message = delivery.into_message();
         if let Some(annotations) = &message.delivery_annotations {
             self.last_enqueued = last_enqueued_of(annotations).or(self.last_enqueued);
@@ -240,6 +243,7 @@ impl PartitionReceiver {
         let event = decode(message).map_err(|e| EventHubsError::Protocol {
             reason: format!("partition {}: {e}", self.partition_id),
         })?;
+        self.budget.delivered(event.approximate_size());
         out.push(event);
         Ok(())
     }
@@ -278,6 +282,68 @@ impl PartitionReceiver {
     }
 }
 
+/// The credit a receiver keeps granted: `prefetch` events, or as many as fit in
+/// `prefetch_bytes` at the size of the events seen lately, whichever is smaller (at least one).
+///
+/// Event sizes are tracked as a decaying maximum, so one large event cuts the credit at once
+/// and it recovers over the next few hundred smaller ones. Before the first event the size is
+/// unknown and a large one is assumed.
+#[derive(Debug, Clone)]
+pub(crate) struct CreditBudget {
+    prefetch: u32,
+    prefetch_bytes: u64,
+    /// Decaying maximum of recent event sizes; `None` before the first event.
+    event_bytes: Option<u64>,
+    /// Credit the service still holds: granted and not yet used by a delivery.
+    outstanding: u32,
+}
+
+impl CreditBudget {
+    /// The size assumed before any event was seen.
+    const FIRST_GUESS_BYTES: u64 = 64 << 10;
+    /// Each event moves the tracked maximum this fraction of the way down.
+    const DECAY: u64 = 64;
+
+    pub(crate) fn new(prefetch: u32, prefetch_bytes: u64) -> Self {
+        CreditBudget {
+            prefetch: prefetch.max(1),
+            prefetch_bytes,
+            event_bytes: None,
+            outstanding: 0,
+        }
+    }
+
+    /// A delivery arrived: it used one credit and weighed `bytes`.
+    pub(crate) fn delivered(&mut self, bytes: usize) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let bytes = bytes as u64;
+        self.event_bytes = Some(match self.event_bytes {
+            None => bytes,
+            Some(tracked) if bytes >= tracked => bytes,
+            Some(tracked) => tracked - (tracked - bytes) / Self::DECAY,
+        });
+    }
+
+    /// The credit wanted now.
+    pub(crate) fn credit(&self) -> u32 {
+        let event_bytes = self.event_bytes.unwrap_or(Self::FIRST_GUESS_BYTES).max(1);
+        let fits = (self.prefetch_bytes / event_bytes).max(1);
+        u32::try_from(fits).unwrap_or(u32::MAX).min(self.prefetch)
+    }
+
+    /// The credit to grant, if a flow should go out: once half of the wanted credit is used
+    /// up, or at once when larger events made the outstanding credit exceed it.
+    pub(crate) fn grant(&self) -> Option<u32> {
+        let credit = self.credit();
+        (self.outstanding <= credit / 2 || self.outstanding > credit).then_some(credit)
+    }
+
+    /// The service now holds `credit` (a flow with that link credit went out).
+    pub(crate) fn granted(&mut self, credit: u32) {
+        self.outstanding = credit;
+    }
+}
+
 fn attach_error(error: ReceiverAttachError, connection: &LiveConnection) -> EventHubsError {
     match error {
         ReceiverAttachError::RemoteClosedWithError(e) => from_amqp("attach", &e),
@@ -312,6 +378,94 @@ fn last_enqueued_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A budget whose grant went out, after `sizes` were delivered.
+    fn budget_after(prefetch: u32, sizes: &[usize]) -> CreditBudget {
+        let mut budget = CreditBudget::new(prefetch, 1 << 20);
+        budget.granted(budget.credit());
+        for &size in sizes {
+            budget.delivered(size);
+        }
+        budget
+    }
+
+    #[test]
+    fn credit_is_the_event_count_for_small_events() {
+        assert_eq!(budget_after(300, &[1100]).credit(), 300);
+    }
+
+    #[test]
+    fn credit_shrinks_to_the_byte_budget_for_large_events() {
+        let mut budget = budget_after(300, &[64 << 10]);
+        assert_eq!(budget.credit(), 16);
+        budget.delivered(4 << 20);
+        assert_eq!(budget.credit(), 1, "never less than one event");
+    }
+
+    #[test]
+    fn before_the_first_event_a_large_size_is_assumed() {
+        assert_eq!(CreditBudget::new(300, 1 << 20).credit(), 16);
+        assert_eq!(CreditBudget::new(5, 1 << 20).credit(), 5);
+    }
+
+    #[test]
+    fn one_large_event_cuts_credit_at_once_and_it_recovers_gradually() {
+        let mut budget = budget_after(300, &[1000, 512 << 10]);
+        assert_eq!(budget.credit(), 2);
+        for _ in 0..64 {
+            budget.delivered(1000);
+        }
+        let partly = budget.credit();
+        assert!(
+            partly > 2 && partly < 300,
+            "credit after 64 small events: {partly}"
+        );
+        for _ in 0..1000 {
+            budget.delivered(1000);
+        }
+        assert_eq!(budget.credit(), 300);
+    }
+
+    #[test]
+    fn a_flow_goes_out_once_half_the_credit_is_used() {
+        let mut budget = CreditBudget::new(10, 1 << 20);
+        budget.delivered(100);
+        assert_eq!(budget.grant(), Some(10), "nothing granted yet");
+        budget.granted(10);
+        for _ in 0..4 {
+            budget.delivered(100);
+        }
+        assert_eq!(budget.grant(), None, "6 of 10 still outstanding");
+        budget.delivered(100);
+        assert_eq!(budget.grant(), Some(10));
+    }
+
+    #[test]
+    fn the_first_small_events_raise_the_credit_without_waiting_for_half() {
+        // 16 granted for unknown sizes; once events turn out small the wanted credit is 300,
+        // and the 16 outstanding are far below half of it.
+        let mut budget = CreditBudget::new(300, 1 << 20);
+        budget.granted(budget.credit());
+        budget.delivered(1000);
+        assert_eq!(budget.grant(), Some(300));
+    }
+
+    #[test]
+    fn larger_events_shrink_the_outstanding_credit_at_once() {
+        let mut budget = budget_after(300, &[1000]);
+        budget.granted(300);
+        budget.delivered(256 << 10);
+        assert_eq!(budget.grant(), Some(4), "299 outstanding, 4 wanted");
+    }
+
+    #[test]
+    fn a_credit_of_one_is_granted_again_after_each_event() {
+        let mut budget = CreditBudget::new(1, 1 << 20);
+        budget.granted(1);
+        assert_eq!(budget.grant(), None);
+        budget.delivered(100);
+        assert_eq!(budget.grant(), Some(1));
+    }
 
     #[test]
     fn filter_expressions_match_the_python_sdk_forms() {

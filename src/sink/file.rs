@@ -24,7 +24,7 @@ use crate::sink::path_format::{PathContext, PathFormat};
 
 const STAGING_DIR: &str = ".hubcap-staging";
 /// Buffer between the Avro encoder and the file. Small on purpose: the encoder hands over whole
-/// ~1 MiB blocks, which `BufWriter` passes straight through; it only gathers the few bytes of
+/// ~256 KiB blocks, which `BufWriter` passes straight through; it only gathers the few bytes of
 /// each block's header. A block-sized buffer here would double every partition's memory.
 const WRITE_BUFFER: usize = 8 * 1024;
 

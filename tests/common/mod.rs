@@ -784,8 +784,12 @@ pub struct FrameCounts {
     from_client: [AtomicU64; 9],
     /// The highest `delivery-count` in a link `flow` the client sent.
     client_flow_delivery_count: AtomicU64,
+    /// Per connection direction state is in the pumps; this is what the tests read: the
+    /// largest `link-credit` the client granted, by the name it attached the link with.
+    client_link_credit: Mutex<BTreeMap<String, u64>>,
 }
 
+pub const ATTACH: u8 = 0x12;
 pub const FLOW: u8 = 0x13;
 pub const TRANSFER: u8 = 0x14;
 
@@ -851,6 +855,18 @@ impl AmqpProxy {
             .client_flow_delivery_count
             .load(Ordering::SeqCst)
     }
+
+    /// The largest credit hubcap has granted in one `flow` to a link whose name starts with
+    /// `prefix` (0 before any).
+    pub fn max_link_credit(&self, prefix: &str) -> u64 {
+        let credits = self.counts.client_link_credit.lock().expect("credit map");
+        credits
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, credit)| *credit)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for AmqpProxy {
@@ -867,6 +883,8 @@ async fn pump(
     stop: CancellationToken,
 ) {
     let mut parser = FrameParser::default();
+    // The client's links by (channel, handle), from its attaches.
+    let mut link_names: BTreeMap<(u16, u64), String> = BTreeMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = tokio::select! {
@@ -880,7 +898,7 @@ async fn pump(
             break;
         }
         // Counted once written on, so a count means the bytes are on their way to the peer.
-        parser.feed(&buf[..n], |code, body| {
+        parser.feed(&buf[..n], |channel, code, body| {
             if !(0x10..=0x18).contains(&code) {
                 return;
             }
@@ -890,11 +908,24 @@ async fn pump(
                 &counts.from_client
             };
             table[usize::from(code - 0x10)].fetch_add(1, Ordering::SeqCst);
-            if code == FLOW && !to_client {
-                if let Some(delivery_count) = flow_delivery_count(body) {
+            if to_client {
+                return;
+            }
+            if code == ATTACH {
+                if let Some((name, handle)) = attach_fields(body) {
+                    link_names.insert((channel, handle), name);
+                }
+            }
+            if code == FLOW {
+                if let Some(flow) = link_flow_fields(body) {
                     counts
                         .client_flow_delivery_count
-                        .fetch_max(delivery_count, Ordering::SeqCst);
+                        .fetch_max(flow.delivery_count, Ordering::SeqCst);
+                    if let Some(name) = link_names.get(&(channel, flow.handle)) {
+                        let mut credits = counts.client_link_credit.lock().expect("credit map");
+                        let max = credits.entry(name.clone()).or_default();
+                        *max = flow.link_credit.max(*max);
+                    }
                 }
             }
         });
@@ -912,8 +943,8 @@ struct FrameParser {
 }
 
 impl FrameParser {
-    /// Calls `on_performative(code, body)` for every complete AMQP frame.
-    fn feed(&mut self, bytes: &[u8], mut on_performative: impl FnMut(u8, &[u8])) {
+    /// Calls `on_performative(channel, code, body)` for every complete AMQP frame.
+    fn feed(&mut self, bytes: &[u8], mut on_performative: impl FnMut(u16, u8, &[u8])) {
         if self.lost_track {
             return;
         }
@@ -942,8 +973,9 @@ impl FrameParser {
             // Type 0 is an AMQP frame (1 is SASL); an empty body is a heartbeat.
             if rest[5] == 0 && size > data_offset {
                 let body = &rest[data_offset..size];
+                let channel = u16::from_be_bytes([rest[6], rest[7]]);
                 if let Some(code) = performative(body) {
-                    on_performative(code, body);
+                    on_performative(channel, code, body);
                 }
             }
             at += size;
@@ -961,14 +993,52 @@ fn performative(body: &[u8]) -> Option<u8> {
     }
 }
 
-/// The `delivery-count` of a link `flow` frame body; `None` for a session flow (no handle).
+/// What the tests read from a link `flow`.
+struct LinkFlow {
+    handle: u64,
+    delivery_count: u64,
+    link_credit: u64,
+}
+
+/// The handle, `delivery-count` and `link-credit` of a link `flow` frame body; `None` for a
+/// session flow (no handle).
 ///
 /// flow = list [next-incoming-id, incoming-window, next-outgoing-id, outgoing-window, handle,
 /// delivery-count, link-credit, ...], every one of these a uint or null.
-fn flow_delivery_count(body: &[u8]) -> Option<u64> {
+fn link_flow_fields(body: &[u8]) -> Option<LinkFlow> {
+    let fields = performative_fields(body, FLOW, 7)?;
+    let uint = |index: usize| match fields.get(index) {
+        Some(Field::Uint(value)) => Some(*value),
+        _ => None,
+    };
+    Some(LinkFlow {
+        handle: uint(4)?,
+        delivery_count: uint(5)?,
+        link_credit: uint(6).unwrap_or(0),
+    })
+}
+
+/// The name and handle of an `attach` frame body: list [name, handle, role, ...].
+fn attach_fields(body: &[u8]) -> Option<(String, u64)> {
+    match performative_fields(body, ATTACH, 2)?.as_slice() {
+        [Field::Str(name), Field::Uint(handle)] => Some((name.clone(), *handle)),
+        _ => None,
+    }
+}
+
+/// A performative field, as far as the proxy reads them.
+enum Field {
+    Null,
+    Uint(u64),
+    Str(String),
+}
+
+/// The first `wanted` fields of performative `code`'s list (fewer if the list is shorter);
+/// `None` for another performative or a field type the proxy does not read.
+fn performative_fields(body: &[u8], code: u8, wanted: usize) -> Option<Vec<Field>> {
     let list = match body {
-        [0x00, 0x53, FLOW, rest @ ..] => rest,
-        [0x00, 0x80, 0, 0, 0, 0, 0, 0, 0, FLOW, rest @ ..] => rest,
+        [0x00, 0x53, c, rest @ ..] if *c == code => rest,
+        [0x00, 0x80, 0, 0, 0, 0, 0, 0, 0, c, rest @ ..] if *c == code => rest,
         _ => return None,
     };
     let (count, mut items) = match list {
@@ -978,20 +1048,28 @@ fn flow_delivery_count(body: &[u8]) -> Option<u64> {
         }
         _ => return None,
     };
-    let mut fields = Vec::with_capacity(6);
-    for _ in 0..count.min(6) {
-        let (value, rest) = match items {
-            [0x40, rest @ ..] => (None, rest),
-            [0x43 | 0x44, rest @ ..] => (Some(0), rest),
-            [0x52 | 0x53, v, rest @ ..] => (Some(u64::from(*v)), rest),
-            [0x70, a, b, c, d, rest @ ..] => {
-                (Some(u64::from(u32::from_be_bytes([*a, *b, *c, *d]))), rest)
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let mut fields = Vec::with_capacity(wanted);
+    for _ in 0..count.min(wanted) {
+        let (field, rest) = match items {
+            [0x40, rest @ ..] => (Field::Null, rest),
+            [0x43 | 0x44, rest @ ..] => (Field::Uint(0), rest),
+            [0x52 | 0x53, v, rest @ ..] => (Field::Uint(u64::from(*v)), rest),
+            [0x70, rest @ ..] if rest.len() >= 4 => {
+                (Field::Uint(u64::from(be32(rest))), &rest[4..])
+            }
+            [0xa1, len, rest @ ..] if rest.len() >= usize::from(*len) => {
+                let (text, rest) = rest.split_at(usize::from(*len));
+                (Field::Str(String::from_utf8_lossy(text).into_owned()), rest)
+            }
+            [0xb1, rest @ ..] if rest.len() >= 4 && rest.len() - 4 >= be32(rest) as usize => {
+                let (text, rest) = rest[4..].split_at(be32(rest) as usize);
+                (Field::Str(String::from_utf8_lossy(text).into_owned()), rest)
             }
             _ => return None,
         };
-        fields.push(value);
+        fields.push(field);
         items = rest;
     }
-    fields.get(4).copied().flatten()?;
-    fields.get(5).copied().flatten()
+    Some(fields)
 }

@@ -196,7 +196,7 @@ def test_fifty_thousand_events_land_in_capture_blobs_exactly_once(
         gaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] != a[1] + 1]
         assert not gaps, f"partition {partition_id}: blobs do not follow each other: {gaps}"
 
-    # 64 KiB blocks: windows over an Avro block (1 MiB) are staged and committed as block lists
+    # 64 KiB blocks: windows over an Avro block (256 KiB) are staged and committed as block lists
     multi_block = [blob for blob in blobs if len(blob.block_sizes) > 1]
     assert multi_block, (
         f"no blob was committed from more than one block: {[(b.name, b.size, b.block_sizes) for b in blobs][:10]}"
@@ -223,7 +223,7 @@ def test_fifty_thousand_events_land_in_capture_blobs_exactly_once(
 
 STREAM_RATE = 400  # events per second, ~1 KB each: ~100 KB/s per partition
 BURST_EVENTS_PER_PARTITION = 96
-BURST_BODY = 16 * 1024  # 1.5 MiB per partition: past one Avro block (1 MiB), so blocks are staged
+BURST_BODY = 16 * 1024  # 1.5 MiB per partition: past one Avro block (256 KiB), so blocks are staged
 OUTAGE_S = 10.0  # longer than max_window (4 s): every open window reaches its deadline while Azurite is down
 
 
@@ -366,7 +366,7 @@ def test_azurite_stopped_mid_window_loses_nothing_and_never_checkpoints_ahead(
         streamer.check()
 
         # 2. let every window close, then a burst opens a fresh window on every partition whose
-        #    first Avro block (1 MiB) is staged as 64 KiB blocks; stop Azurite while they are open
+        #    first Avro block (256 KiB) is staged as 64 KiB blocks; stop Azurite while they are open
         streamer.pause()
         time.sleep(0.3)  # a send in flight
         quiet = last_sequence_numbers(emulator)

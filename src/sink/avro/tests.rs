@@ -304,8 +304,10 @@ fn the_fixture_reads_back_with_the_mapping_capture_uses() {
 }
 
 #[test]
-fn blocks_close_at_about_one_mebibyte() {
-    let events: Vec<ReceivedEvent> = (0..5 * 1024)
+fn blocks_close_at_the_block_size() {
+    // About five and a half blocks of ~1.1 KiB records.
+    let count = 5 * BLOCK_SIZE / 1024;
+    let events: Vec<ReceivedEvent> = (0..count as i64)
         .map(|n| event(n, EventBody::Data(vec![vec![b'x'; 1024]])))
         .collect();
     let file = write(&Codec::Null, &events);
@@ -322,8 +324,8 @@ fn blocks_close_at_about_one_mebibyte() {
         );
     }
     let total: i64 = found.iter().map(|(count, _)| count).sum();
-    assert_eq!(total, 5 * 1024);
-    assert_eq!(read_all(&file).len(), 5 * 1024);
+    assert_eq!(total, count as i64);
+    assert_eq!(read_all(&file).len(), count);
     // Compressed blocks close on the same uncompressed size.
     let deflated = blocks(&write(&Codec::Deflate { level: 1 }, &events));
     assert_eq!(

@@ -1,0 +1,65 @@
+//! Link credit follows `[eventhub] prefetch_bytes`: large events get only as much credit as fits
+//! in the byte budget, small ones the full `prefetch`, so memory is bounded by configuration
+//! whatever the events weigh. Observed on the wire through a proxy that reads the flows hubcap
+//! sends for its partition receiver.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// hubcap names its partition receivers `hubcap-<partition id>-<uuid>`.
+const RECEIVER_LINK: &str = "hubcap-0-";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_is_bounded_by_prefetch_bytes_for_large_events_and_by_prefetch_for_small_ones() {
+    let emulator = start_emulator(1).await;
+    let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
+    let work = Workdir::new();
+    let config = work.write_config(
+        "hubcap.toml",
+        &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
+            .set_raw("eventhub", "prefetch", "300")
+            .set("eventhub", "prefetch_bytes", "256KiB"),
+    );
+    let partition = &partitions(&emulator)[0];
+    partition
+        .preload(200, 64 * 1024)
+        .expect("preload large events");
+    let large = all_event_ids(&emulator);
+
+    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    eventually(
+        "hubcap prints the 200 large events",
+        Duration::from_secs(60),
+        || covers(&hubcap.events(), &large),
+    )
+    .await;
+    // 256 KiB at a little over 64 KiB per event: 3 (4 before the first event was seen).
+    let large_credit = proxy.max_link_credit(RECEIVER_LINK);
+    assert!(
+        (1..=4).contains(&large_credit),
+        "largest credit granted for 64 KiB events: {large_credit}"
+    );
+
+    partition.preload(3000, 100).expect("preload small events");
+    let all = all_event_ids(&emulator);
+    eventually(
+        "hubcap prints the 3,000 small events too",
+        Duration::from_secs(60),
+        || covers(&hubcap.events(), &all),
+    )
+    .await;
+    assert_eq!(
+        proxy.max_link_credit(RECEIVER_LINK),
+        300,
+        "100-byte events get the whole prefetch"
+    );
+
+    hubcap.terminate();
+    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "hubcap exited with {status}");
+    assert_exactly_once("large then small events", &hubcap.events(), &all);
+    emulator.shutdown().await;
+}
