@@ -57,3 +57,24 @@ struct libc_rusage {
 extern "C" {
     fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
 }
+
+/// The tokio scheduler a drain contestant runs on, chosen like hubcap's `[runtime]
+/// worker_threads` so that every Rust contestant is measured on the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scheduler {
+    /// One thread: hubcap's default (`worker_threads = 1`).
+    CurrentThread,
+    /// A thread per CPU: what `#[tokio::main]` gives.
+    MultiThread,
+}
+
+impl Scheduler {
+    pub fn runtime(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Scheduler::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Scheduler::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        }
+        .enable_all()
+        .build()
+    }
+}

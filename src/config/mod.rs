@@ -50,6 +50,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[shutdown]`: how long a drain may take.
     pub shutdown: ShutdownConfig,
+    /// `[runtime]`: threads.
+    pub runtime: RuntimeConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -279,6 +281,14 @@ pub struct ShutdownConfig {
     pub drain_timeout: Duration,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Threads running the async work (receiving, encoding, HTTP). 1, the default, runs it all
+    /// on one thread: cheapest per event, since no task is ever woken across threads. Blocking
+    /// work (fsync, rename, stdout) has its own pool either way.
+    pub worker_threads: usize,
+}
+
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -396,6 +406,8 @@ pub fn parse(
     let log = sections::log(&mut ctx, log);
     let shutdown = section(&mut ctx, "shutdown");
     let shutdown = sections::shutdown(&mut ctx, shutdown);
+    let runtime = section(&mut ctx, "runtime");
+    let runtime = sections::runtime(&mut ctx, runtime);
     report_unknown_sections(&mut ctx, root);
 
     match (eventhub, checkpoint_store, sink) {
@@ -408,6 +420,7 @@ pub fn parse(
                 http,
                 log,
                 shutdown,
+                runtime,
             })
         }
         _ => {
@@ -426,6 +439,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("http", sections::HTTP_KEYS),
     ("log", sections::LOG_KEYS),
     ("shutdown", sections::SHUTDOWN_KEYS),
+    ("runtime", sections::RUNTIME_KEYS),
 ];
 
 fn report_unknown_sections(ctx: &mut Ctx, root: Section) {

@@ -1,5 +1,5 @@
-//! The smaller sections: `[checkpoint_store]`, `[load_balancing]`, `[http]`, `[log]` and
-//! `[shutdown]`.
+//! The smaller sections: `[checkpoint_store]`, `[load_balancing]`, `[http]`, `[log]`,
+//! `[shutdown]` and `[runtime]`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -10,8 +10,8 @@ use super::storage;
 use super::suggest::did_you_mean;
 use super::units::format_duration;
 use super::{
-    CheckpointStoreConfig, HttpConfig, LoadBalancingConfig, LogConfig, LogFormat, ShutdownConfig,
-    Strategy,
+    CheckpointStoreConfig, HttpConfig, LoadBalancingConfig, LogConfig, LogFormat, RuntimeConfig,
+    ShutdownConfig, Strategy,
 };
 use crate::checkpoint::NameCase;
 
@@ -36,6 +36,7 @@ pub(super) const LOAD_BALANCING_KEYS: &[&str] = &[
 pub(super) const HTTP_KEYS: &[&str] = &["listen"];
 pub(super) const LOG_KEYS: &[&str] = &["format", "level"];
 pub(super) const SHUTDOWN_KEYS: &[&str] = &["drain_timeout"];
+pub(super) const RUNTIME_KEYS: &[&str] = &["worker_threads"];
 
 const DEFAULT_CHECKPOINT_PATH: &str = "/var/lib/hubcap/checkpoints";
 const SECOND: Duration = Duration::from_secs(1);
@@ -286,6 +287,14 @@ pub(super) fn shutdown(ctx: &mut Ctx, mut section: Section) -> ShutdownConfig {
     );
     section.finish(ctx, SHUTDOWN_KEYS, &[], "");
     ShutdownConfig { drain_timeout }
+}
+
+pub(super) fn runtime(ctx: &mut Ctx, mut section: Section) -> RuntimeConfig {
+    let worker_threads = section.integer(ctx, "worker_threads", 1, 1..=256);
+    section.finish(ctx, RUNTIME_KEYS, &[], "");
+    RuntimeConfig {
+        worker_threads: usize::try_from(worker_threads).unwrap_or(1),
+    }
 }
 
 #[cfg(test)]

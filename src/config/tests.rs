@@ -79,6 +79,7 @@ fn a_connection_string_with_entity_path_is_a_whole_config() {
     assert_eq!(config.log.format, LogFormat::Text);
     assert_eq!(config.log.level, "info");
     assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(30));
+    assert_eq!(config.runtime.worker_threads, 1);
 }
 
 #[test]
@@ -202,7 +203,8 @@ fn the_other_sections_take_their_values() {
          update_interval = \"5s\"\nownership_expiration = \"11s\"\nowner_id = \"host-1\"\n\
          [sink]\ncodec = \"deflate\"\nfile_mode = \"0640\"\nmax_window = \"1m\"\n\
          max_window_bytes = 4096\n[http]\nlisten = \"off\"\n[log]\nformat = \"json\"\n\
-         level = \"warn,hubcap=debug\"\n[shutdown]\ndrain_timeout = \"2m\"\n",
+         level = \"warn,hubcap=debug\"\n[shutdown]\ndrain_timeout = \"2m\"\n\
+         [runtime]\nworker_threads = 4\n",
         minimal()
     );
     let config = parse_ok(&text);
@@ -233,6 +235,7 @@ fn the_other_sections_take_their_values() {
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.log.level, "warn,hubcap=debug");
     assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(120));
+    assert_eq!(config.runtime.worker_threads, 4);
 }
 
 #[test]

@@ -37,6 +37,9 @@ const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
 #[derive(Parser, Debug)]
 #[command(about = "Drain N events per partition with a plain fe2o3-amqp receive loop")]
 struct Args {
+    /// The tokio scheduler (hubcap runs on one thread by default).
+    #[arg(long, value_enum, default_value = "current-thread")]
+    scheduler: hubcap_bench::Scheduler,
     /// Host to connect to; also the AMQP hostname, the TLS server name and the token audience.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -70,9 +73,12 @@ struct Args {
     pause_us_per_event: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    args.scheduler.runtime()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut connection = connect(&args).await?;
 

@@ -31,6 +31,9 @@ use futures_util::StreamExt;
 #[derive(Parser, Debug)]
 #[command(about = "Drain N events per partition with the official Rust SDK")]
 struct Args {
+    /// The tokio scheduler (hubcap runs on one thread by default).
+    #[arg(long, value_enum, default_value = "current-thread")]
+    scheduler: hubcap_bench::Scheduler,
     /// `host:port` of the amqps endpoint (the SDK's fully qualified namespace).
     #[arg(long)]
     namespace: String,
@@ -77,9 +80,12 @@ impl TokenCredential for EmulatorJwt {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    args.scheduler.runtime()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let consumer = ConsumerClient::builder()
         .with_consumer_group(args.consumer_group.clone())
