@@ -12,7 +12,9 @@ hubcap-emulator (plain AMQP, then TLS), preloads the backlog through its admin A
 contestant until it has drained it:
 
   fe2o3         bench/src/bin/fe2o3_drain.rs: plain fe2o3-amqp receive loop, discards (the ceiling)
-  rust-sdk      bench/src/bin/rust_sdk_drain.rs: azure_messaging_eventhubs, discards (TLS only)
+  rust-sdk      bench/src/bin/rust_sdk_drain.rs: azure_messaging_eventhubs, discards (TLS only), on
+                tokio's current-thread scheduler like hubcap and the fe2o3 drain; and again on
+                the multi-thread one (`#[tokio::main]`, as the SDK's examples run), "rust-sdk-mt"
   python        bench/python_capture.py: azure-eventhub receive_batch + fastavro Capture files +
                 BlobCheckpointStore on Azurite
   hubcap-file   `hubcap run`: avro_file sink, file checkpoint store
@@ -629,7 +631,7 @@ class Bench:
         tls = [c for c in ("fe2o3", "rust-sdk", "hubcap-file") if c in wanted and self.opts.tls]
         if tls:
             emulator = start_emulator(self.release, self.work, f"emulator-{self.counter}-tls", {"bench": partitions},
-                                      ["fe2o3", "rust-sdk", "hubcap-file-null"], self.certs)
+                                      ["fe2o3", "rust-sdk", "rust-sdk-mt", "hubcap-file-null"], self.certs)
             try:
                 log(f"{label}, amqps: preloading {events} events of {size} B")
                 emulator.preload("bench", per_partition, size)
@@ -637,7 +639,8 @@ class Bench:
                 if "fe2o3" in tls:
                     self.fe2o3(**common, per_partition=per_partition)
                 if "rust-sdk" in tls:
-                    self.rust_sdk(**common, per_partition=per_partition)
+                    self.rust_sdk(**common, per_partition=per_partition, scheduler="current-thread")
+                    self.rust_sdk(**common, per_partition=per_partition, scheduler="multi-thread")
                 if "hubcap-file" in tls:
                     self.hubcap(**common, per_partition=per_partition, codec="null", store="file")
             finally:
@@ -659,18 +662,19 @@ class Bench:
         self.runs.append(measure(run, args, self.scratch("fe2o3"), emulator, None, None,
                                  self.timeout_for(run.events, size), env={"BENCH_SAS_KEY": emulator.sas_key}))
 
-    def rust_sdk(self, *, label, size, partitions, emulator: Emulator, per_partition: int) -> None:
-        run = self.new_run(label, size, partitions, emulator, "rust-sdk", "-", per_partition * partitions)
+    def rust_sdk(self, *, label, size, partitions, emulator: Emulator, per_partition: int, scheduler: str) -> None:
+        contestant = "rust-sdk" if scheduler == "current-thread" else "rust-sdk-mt"
+        run = self.new_run(label, size, partitions, emulator, contestant, "-", per_partition * partitions)
         if self.sdk_error:
             run.error = self.sdk_error
             self.runs.append(run)
             return
         args = [str(self.release / "rust_sdk_drain"), "--namespace", f"localhost:{emulator.amqp_port}",
-                "--hub", "bench", "--consumer-group", "rust-sdk", "--partitions", str(partitions),
-                "--events-per-partition", str(per_partition)]
+                "--hub", "bench", "--consumer-group", contestant, "--partitions", str(partitions),
+                "--events-per-partition", str(per_partition), "--scheduler", scheduler]
         # The SDK's fe2o3-amqp 0.14 does TLS with native-tls (OpenSSL): trust the test CA only.
         env = {"SSL_CERT_FILE": str(self.certs["ca"]), "SSL_CERT_DIR": "/nonexistent", "RUST_LOG": "warn"}
-        self.runs.append(measure(run, args, self.scratch("rust-sdk"), emulator, None, None,
+        self.runs.append(measure(run, args, self.scratch(contestant), emulator, None, None,
                                  self.timeout_for(run.events, size), env=env))
 
     def hubcap(self, *, label, size, partitions, emulator: Emulator, per_partition: int, codec: str,
@@ -850,6 +854,7 @@ def versions() -> dict[str, Any]:
 CONTESTANT_LABEL = {
     "fe2o3": "fe2o3 drain (ceiling)",
     "rust-sdk": "Rust SDK drain",
+    "rust-sdk-mt": "Rust SDK drain, multi-thread",
     "python": "Python SDK + fastavro + blob ckpt",
     "hubcap-file": "hubcap (file ckpt)",
     "hubcap-blob": "hubcap (blob ckpt)",
@@ -882,13 +887,15 @@ def targets(runs: list[Run], steady: Optional[dict]) -> list[tuple[str, str, str
         hub_tls = find(runs, size=1024, partitions=p, contestant="hubcap-file", codec="null", transport="amqps")
         fe = find(runs, size=1024, partitions=p, contestant="fe2o3", transport="amqp")
         sdk = find(runs, size=1024, partitions=p, contestant="rust-sdk", transport="amqps")
+        sdk_mt = find(runs, size=1024, partitions=p, contestant="rust-sdk-mt", transport="amqps")
         py = find(runs, size=1024, partitions=p, contestant="python", transport="amqp")
         ratio_row(f"1 KB x {p}p: hubcap / fe2o3 drain (CPU per event)", hub, fe, "<= 1.25x")
-        ratio_row(f"1 KB x {p}p, TLS: hubcap / Rust SDK (CPU per event)", hub_tls, sdk, "<= 0.5x")
+        ratio_row(f"1 KB x {p}p, TLS: hubcap / Rust SDK, same scheduler (CPU per event)", hub_tls, sdk, "<= 0.5x")
+        ratio_row(f"1 KB x {p}p, TLS: hubcap / Rust SDK on `#[tokio::main]` (CPU per event)", hub_tls, sdk_mt, "<= 0.5x")
         ratio_row(f"1 KB x {p}p: Python pipeline / hubcap (CPU per event)", py, hub, ">= 10x", lower_is_better=False)
     deep = find(runs, size=1024, partitions=32, contestant="hubcap-file", codec="null", transport="amqp")
     if deep:
-        rows.append((f"1 KB x 32p, {deep.events} events backlog: hubcap peak RSS (default prefetch 300)",
+        rows.append((f"1 KB x 32p, {deep.events} events backlog: hubcap peak RSS (defaults: prefetch 300, prefetch_bytes 1 MiB)",
                      f"{deep.max_rss_mib:.1f} MiB", "< 64 MiB", "met" if deep.max_rss_mib < 64 else "NOT met"))
     else:
         rows.append(("1 KB x 32p, deep backlog: hubcap peak RSS", "not measured", "< 64 MiB", "—"))
@@ -1000,12 +1007,12 @@ def plot(path: Path, runs: list[Run], mode: str) -> None:
     if not ok:
         return
     sizes = sorted({r.size for r in ok})
-    order = ["fe2o3", "rust-sdk", "hubcap-file", "hubcap-blob", "python"]
+    order = ["fe2o3", "rust-sdk", "rust-sdk-mt", "hubcap-file", "hubcap-blob", "python"]
     codec_order = ["-", "null", "zstd", "deflate", "snappy"]
     series = sorted(dict.fromkeys((r.contestant, r.transport, r.codec) for r in ok),
                     key=lambda k: (k[1], order.index(k[0]) if k[0] in order else 99,
                                    codec_order.index(k[2]) if k[2] in codec_order else 99))
-    colors = {"fe2o3": "#7f7f7f", "rust-sdk": "#9467bd", "hubcap-file": "#1f77b4", "hubcap-blob": "#17becf",
+    colors = {"fe2o3": "#7f7f7f", "rust-sdk": "#9467bd", "rust-sdk-mt": "#c5b0d5", "hubcap-file": "#1f77b4", "hubcap-blob": "#17becf",
               "python": "#d62728"}
     width = 0.84 / max(1, len(series))
     groups = max(len({r.partitions for r in ok if r.size == size}) for size in sizes)

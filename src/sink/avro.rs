@@ -108,14 +108,12 @@ pub enum AvroError {
 pub struct CaptureWriter<W: Write> {
     /// Where the header and finished blocks go.
     inner: W,
-    /// The configured block compression and its reusable state.
-    compressor: Compressor,
+    /// Block compression (its state is per thread: see [`compress`]).
+    codec: Codec,
     /// Encoded records of the open block, uncompressed.
     block: Vec<u8>,
     /// Records in the open block.
     block_records: u64,
-    /// A compressed block on its way to `inner`, kept for its capacity.
-    compressed: Vec<u8>,
     /// Ends the header and every block; random per file, as the Avro spec asks.
     sync_marker: [u8; 16],
     /// Bytes handed to `inner`: the header and every finished block.
@@ -129,16 +127,14 @@ pub struct CaptureWriter<W: Write> {
 impl<W: Write> CaptureWriter<W> {
     /// Starts a file: writes the header to `inner`.
     pub fn new(mut inner: W, codec: &Codec) -> Result<Self, AvroError> {
-        let compressor = Compressor::new(codec)?;
         let sync_marker: [u8; 16] = rand::random();
-        let header = header(compressor.name(), &sync_marker);
+        let header = header(compress::codec_name(codec), &sync_marker);
         inner.write_all(&header)?;
         Ok(CaptureWriter {
             inner,
-            compressor,
+            codec: *codec,
             block: Vec::new(),
             block_records: 0,
-            compressed: Vec::new(),
             sync_marker,
             bytes_written: header.len() as u64,
             enqueued_second: None,
@@ -200,20 +196,18 @@ impl<W: Write> CaptureWriter<W> {
         if self.block_records == 0 {
             return Ok(());
         }
-        let payload: &[u8] = match &mut self.compressor {
-            Compressor::Null => &self.block,
-            compressor => {
-                compressor.compress(&self.block, &mut self.compressed)?;
-                &self.compressed
-            }
-        };
-        let mut counts = [0u8; 20];
-        let mut used = encode_long(self.block_records as i64, &mut counts);
-        used += encode_long(payload.len() as i64, &mut counts[used..]);
-        self.inner.write_all(&counts[..used])?;
-        self.inner.write_all(payload)?;
-        self.inner.write_all(&self.sync_marker)?;
-        self.bytes_written += (used + payload.len() + self.sync_marker.len()) as u64;
+        let (inner, sync_marker) = (&mut self.inner, &self.sync_marker);
+        let records = self.block_records as i64;
+        let written = compress::compressed(&self.codec, &self.block, |payload| {
+            let mut counts = [0u8; 20];
+            let mut used = encode_long(records, &mut counts);
+            used += encode_long(payload.len() as i64, &mut counts[used..]);
+            inner.write_all(&counts[..used])?;
+            inner.write_all(payload)?;
+            inner.write_all(sync_marker)?;
+            Ok(used + payload.len() + sync_marker.len())
+        })?;
+        self.bytes_written += written as u64;
         self.block.clear();
         self.block_records = 0;
         Ok(())
@@ -236,7 +230,7 @@ impl<W: Write> CaptureWriter<W> {
 impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaptureWriter")
-            .field("codec", &self.compressor.name())
+            .field("codec", &compress::codec_name(&self.codec))
             .field("bytes_written", &self.bytes_written)
             .field("buffered_bytes", &self.block.len())
             .field("block_records", &self.block_records)
@@ -404,81 +398,6 @@ impl Serialize for AvroBytes<'_> {
     }
 }
 
-/// Block compression with its reusable state.
-enum Compressor {
-    Null,
-    /// Raw deflate (RFC 1951, no zlib header), as the Avro spec defines the codec.
-    Deflate(flate2::Compress),
-    /// Boxed: the encoder holds its 2 KiB hash table inline.
-    Snappy(Box<snap::raw::Encoder>),
-    Zstd(Box<zstd::bulk::Compressor<'static>>),
-}
-
-impl Compressor {
-    fn new(codec: &Codec) -> Result<Self, AvroError> {
-        Ok(match *codec {
-            Codec::Null => Compressor::Null,
-            Codec::Deflate { level } => Compressor::Deflate(flate2::Compress::new(
-                flate2::Compression::new(level.min(9)),
-                false,
-            )),
-            Codec::Snappy => Compressor::Snappy(Box::new(snap::raw::Encoder::new())),
-            Codec::Zstd { level } => {
-                Compressor::Zstd(Box::new(zstd::bulk::Compressor::new(level)?))
-            }
-        })
-    }
-
-    /// The `avro.codec` name.
-    fn name(&self) -> &'static str {
-        match self {
-            Compressor::Null => "null",
-            Compressor::Deflate(_) => "deflate",
-            Compressor::Snappy(_) => "snappy",
-            Compressor::Zstd(_) => "zstandard",
-        }
-    }
-
-    /// Replaces the contents of `out` with `block` compressed.
-    fn compress(&mut self, block: &[u8], out: &mut Vec<u8>) -> Result<(), AvroError> {
-        out.clear();
-        match self {
-            Compressor::Null => out.extend_from_slice(block),
-            Compressor::Deflate(deflate) => {
-                deflate.reset();
-                // Incompressible data grows by a few bytes per 16 KiB stored block.
-                out.reserve(block.len() + block.len() / 1000 + 64);
-                loop {
-                    let consumed = deflate.total_in() as usize;
-                    let status = deflate
-                        .compress_vec(&block[consumed..], out, flate2::FlushCompress::Finish)
-                        .map_err(|error| AvroError::Encode(format!("deflate: {error}")))?;
-                    match status {
-                        flate2::Status::StreamEnd => break,
-                        flate2::Status::Ok | flate2::Status::BufError => {
-                            out.reserve(out.capacity().max(4096))
-                        }
-                    }
-                }
-            }
-            Compressor::Snappy(snappy) => {
-                out.resize(snap::raw::max_compress_len(block.len()), 0);
-                let len = snappy
-                    .compress(block, out)
-                    .map_err(|error| AvroError::Encode(format!("snappy: {error}")))?;
-                out.truncate(len);
-                // The Avro snappy codec appends the CRC-32 of the uncompressed block.
-                out.extend_from_slice(&crc32fast::hash(block).to_be_bytes());
-            }
-            Compressor::Zstd(zstd) => {
-                out.reserve(zstd::zstd_safe::compress_bound(block.len()));
-                zstd.compress_to_buffer(block, out)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The file header: magic, metadata (codec then schema, in Capture's order), sync marker.
 fn header(codec: &str, sync_marker: &[u8; 16]) -> Vec<u8> {
     let mut out = Vec::with_capacity(CAPTURE_SCHEMA.len() + 64);
@@ -516,5 +435,6 @@ fn encode_long(n: i64, out: &mut [u8]) -> usize {
 }
 
 mod binary;
+mod compress;
 #[cfg(test)]
 mod tests;

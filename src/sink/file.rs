@@ -181,6 +181,20 @@ impl FileWindow {
         }
     }
 
+    /// Compresses and writes the open block now, so that committing (on the blocking pool)
+    /// only flushes and syncs: compressor state lives on the runtime's threads. A failure
+    /// leaves the file incomplete, so the window is lost.
+    pub fn end_block(&mut self) -> Result<(), FileSinkError> {
+        if let Some(WindowFile::Writing(writer)) = &mut self.state {
+            writer
+                .flush_block()
+                .map_err(|e| FileSinkError::WindowLost {
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
     /// Bytes of Avro written for this window so far (flushed and buffered).
     pub fn bytes(&self) -> u64 {
         match &self.state {

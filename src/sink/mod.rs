@@ -272,7 +272,10 @@ impl PartitionSink {
                 let result = commit_stdout(&mut buffer).await.map(|()| None);
                 (Output::Stdout(buffer), result)
             }
-            (Output::AvroFile(mut file_window), Sink::AvroFile(settings)) => {
+            (Output::AvroFile(mut file_window), Sink::AvroFile(settings)) => 'file: {
+                if let Err(error) = file_window.end_block() {
+                    break 'file (Output::AvroFile(file_window), Err(SinkError::File(error)));
+                }
                 let settings = Arc::clone(settings);
                 let names = Arc::clone(&self.names);
                 let partition_id = self.partition_id.clone();

@@ -434,3 +434,45 @@ fn incompressible_blocks_fit_every_codec_bound() {
         }
     }
 }
+
+#[test]
+fn writers_sharing_a_thread_interleave_codecs_and_levels() {
+    // Compressor state is per thread: blocks of files with different codecs and levels,
+    // written in turns on one thread, must each come out in their own file's codec.
+    let events: Vec<ReceivedEvent> = (0..3 * BLOCK_SIZE as i64 / 1024)
+        .map(|n| {
+            event(
+                n,
+                EventBody::Data(vec![format!("event {n} ").repeat(100).into_bytes()]),
+            )
+        })
+        .collect();
+    let codecs = [
+        Codec::Zstd { level: 1 },
+        Codec::Deflate { level: 9 },
+        Codec::Zstd { level: 19 },
+        Codec::Snappy,
+        Codec::Deflate { level: 1 },
+        Codec::Null,
+    ];
+    let mut writers: Vec<_> = codecs
+        .iter()
+        .map(|codec| CaptureWriter::new(Vec::new(), codec).unwrap())
+        .collect();
+    for event in &events {
+        for writer in &mut writers {
+            writer.append(event).unwrap();
+        }
+    }
+    for (writer, codec) in writers.into_iter().zip(codecs) {
+        let file = writer.finish().unwrap();
+        assert!(blocks(&file).len() > 1, "{codec:?}: several blocks");
+        let records = read_all(&file);
+        assert_eq!(records.len(), events.len(), "{codec:?}");
+        assert_eq!(
+            records.last().map(|r| r["SequenceNumber"].clone()),
+            Some(Value::Long(events.len() as i64 - 1)),
+            "{codec:?}"
+        );
+    }
+}
