@@ -490,6 +490,19 @@ def readyz(port: int, timeout: float = 2.0) -> tuple[int, Any]:
         return 0, str(err)
 
 
+def events_received(port: int, partition_id: str, timeout: float = 2.0) -> Optional[float]:
+    """hubcap_events_received_total of one partition from /metrics; None when unreadable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("hubcap_events_received_total{") and f'partition="{partition_id}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 class ReadyzSampler(Poller):
     def __init__(self, port: int, interval: float = 0.1) -> None:
         super().__init__("readyz-sampler", interval)

@@ -30,6 +30,7 @@ from blob_support import (  # noqa: E402
     blob_sink,
     capture_schema_text,
     download_capture,
+    events_received,
     list_committed,
     list_uncommitted_names,
     metadata_problems,
@@ -576,7 +577,13 @@ def test_a_200_mb_window_keeps_rss_bounded(emulator, azurite_server, start_hubca
         )
         drained = time.monotonic() - started
         peak_before_drain = rss.peak("VmHWM")
-        # The rest of the backlog sits in a 10-minute window: SIGTERM commits it.
+        # The rest of the backlog goes into a 10-minute window: once hubcap has received all of
+        # it (its credit holds only about prefetch_bytes ahead), SIGTERM commits it.
+        hubcap.wait_for(
+            lambda: events_received(http_port, "0") == PRELOAD_EVENTS,
+            lambda: f"hubcap received all {PRELOAD_EVENTS} events (now {events_received(http_port, '0')})",
+            timeout=120,
+        )
         hubcap.terminate_cleanly(timeout=120)
     finally:
         rss.stop()
