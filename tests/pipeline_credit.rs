@@ -63,3 +63,54 @@ async fn credit_is_bounded_by_prefetch_bytes_for_large_events_and_by_prefetch_fo
     assert_exactly_once("large then small events", &hubcap.events(), &all);
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_to_large_events_lowers_the_credit_without_breaking_the_link() {
+    let emulator = start_emulator(1).await;
+    let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
+    let work = Workdir::new();
+    let config = work.write_config(
+        "hubcap.toml",
+        &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
+            .set_raw("eventhub", "prefetch", "300")
+            .set("eventhub", "prefetch_bytes", "256KiB"),
+    );
+    let partition = &partitions(&emulator)[0];
+    partition.preload(2000, 100).expect("preload small events");
+    let small = all_event_ids(&emulator);
+
+    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    eventually(
+        "hubcap prints the 2,000 small events",
+        Duration::from_secs(60),
+        || covers(&hubcap.events(), &small),
+    )
+    .await;
+    assert_eq!(proxy.last_link_credit(RECEIVER_LINK), 300);
+
+    // Up to 300 credits are outstanding when the large events start: the service may send
+    // that many before it sees a smaller grant, and they must not break the link.
+    partition
+        .preload(400, 64 * 1024)
+        .expect("preload large events");
+    let all = all_event_ids(&emulator);
+    eventually(
+        "hubcap prints the 400 large events too",
+        Duration::from_secs(60),
+        || covers(&hubcap.events(), &all),
+    )
+    .await;
+    let last = proxy.last_link_credit(RECEIVER_LINK);
+    assert!(
+        (1..=4).contains(&last),
+        "credit granted after 64 KiB events: {last}"
+    );
+    let retries = hubcap.count_logs(|l| l.message.contains("receive failed"));
+    assert_eq!(retries, 0, "the receive link failed: {}", hubcap.stderr());
+
+    hubcap.terminate();
+    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "hubcap exited with {status}");
+    assert_exactly_once("small then large events", &hubcap.events(), &all);
+    emulator.shutdown().await;
+}

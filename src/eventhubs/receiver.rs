@@ -285,9 +285,14 @@ impl PartitionReceiver {
 /// The credit a receiver keeps granted: `prefetch` events, or as many as fit in
 /// `prefetch_bytes` at the size of the events seen lately, whichever is smaller (at least one).
 ///
-/// Event sizes are tracked as a decaying maximum, so one large event cuts the credit at once
-/// and it recovers over the next few hundred smaller ones. Before the first event the size is
-/// unknown and a large one is assumed.
+/// Event sizes are tracked as a decaying maximum, so one large event cuts the next grant and
+/// the credit recovers over the next few hundred smaller ones. Before the first event the size
+/// is unknown and a large one is assumed.
+///
+/// Credit is never taken back: a grant smaller than the credit outstanding would be legal AMQP,
+/// but the service may already have sent those transfers, and fe2o3 fails the link on a
+/// transfer beyond its local credit. So after a switch to larger events the credit already
+/// granted (at most `prefetch` events) still arrives, and the next grant is the small one.
 #[derive(Debug, Clone)]
 pub(crate) struct CreditBudget {
     prefetch: u32,
@@ -331,11 +336,11 @@ impl CreditBudget {
         u32::try_from(fits).unwrap_or(u32::MAX).min(self.prefetch)
     }
 
-    /// The credit to grant, if a flow should go out: once half of the wanted credit is used
-    /// up, or at once when larger events made the outstanding credit exceed it.
+    /// The credit to grant, if a flow should go out: once no more than half of the wanted
+    /// credit is outstanding. The grant is then never below what is outstanding.
     pub(crate) fn grant(&self) -> Option<u32> {
         let credit = self.credit();
-        (self.outstanding <= credit / 2 || self.outstanding > credit).then_some(credit)
+        (self.outstanding <= credit / 2).then_some(credit)
     }
 
     /// The service now holds `credit` (a flow with that link credit went out).
@@ -451,11 +456,15 @@ mod tests {
     }
 
     #[test]
-    fn larger_events_shrink_the_outstanding_credit_at_once() {
+    fn after_a_switch_to_larger_events_the_small_grant_waits_for_the_outstanding_credit() {
         let mut budget = budget_after(300, &[1000]);
         budget.granted(300);
         budget.delivered(256 << 10);
-        assert_eq!(budget.grant(), Some(4), "299 outstanding, 4 wanted");
+        assert_eq!(budget.grant(), None, "299 outstanding, never taken back");
+        for _ in 0..297 {
+            budget.delivered(256 << 10);
+        }
+        assert_eq!(budget.grant(), Some(4), "2 outstanding, 4 wanted");
     }
 
     #[test]

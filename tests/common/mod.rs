@@ -777,6 +777,13 @@ pub struct AmqpProxy {
     stop: CancellationToken,
 }
 
+/// The `link-credit`s a client granted one link.
+#[derive(Debug, Default, Clone, Copy)]
+struct Granted {
+    largest: u64,
+    last: u64,
+}
+
 /// Performative counts: `open` is 0x10 ... `close` 0x18.
 #[derive(Debug, Default)]
 pub struct FrameCounts {
@@ -784,9 +791,8 @@ pub struct FrameCounts {
     from_client: [AtomicU64; 9],
     /// The highest `delivery-count` in a link `flow` the client sent.
     client_flow_delivery_count: AtomicU64,
-    /// Per connection direction state is in the pumps; this is what the tests read: the
-    /// largest `link-credit` the client granted, by the name it attached the link with.
-    client_link_credit: Mutex<BTreeMap<String, u64>>,
+    /// The credit the client granted in its link flows, by the name it attached the link with.
+    client_link_credit: Mutex<BTreeMap<String, Granted>>,
 }
 
 pub const ATTACH: u8 = 0x12;
@@ -859,13 +865,29 @@ impl AmqpProxy {
     /// The largest credit hubcap has granted in one `flow` to a link whose name starts with
     /// `prefix` (0 before any).
     pub fn max_link_credit(&self, prefix: &str) -> u64 {
+        self.link_credits(prefix)
+            .map(|granted| granted.largest)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The credit of the latest `flow` hubcap sent a link whose name starts with `prefix`
+    /// (the largest such, if several links match; 0 before any).
+    pub fn last_link_credit(&self, prefix: &str) -> u64 {
+        self.link_credits(prefix)
+            .map(|granted| granted.last)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn link_credits(&self, prefix: &str) -> impl Iterator<Item = Granted> {
         let credits = self.counts.client_link_credit.lock().expect("credit map");
         credits
             .iter()
             .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, credit)| *credit)
-            .max()
-            .unwrap_or(0)
+            .map(|(_, granted)| *granted)
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }
 
@@ -923,8 +945,9 @@ async fn pump(
                         .fetch_max(flow.delivery_count, Ordering::SeqCst);
                     if let Some(name) = link_names.get(&(channel, flow.handle)) {
                         let mut credits = counts.client_link_credit.lock().expect("credit map");
-                        let max = credits.entry(name.clone()).or_default();
-                        *max = flow.link_credit.max(*max);
+                        let granted = credits.entry(name.clone()).or_default();
+                        granted.largest = flow.link_credit.max(granted.largest);
+                        granted.last = flow.link_credit;
                     }
                 }
             }
