@@ -31,12 +31,15 @@ async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates()
     let emulator = start_emulator(PARTITIONS).await;
     preload_each(&emulator, 500, 200);
     let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), KEY),
-            &work.checkpoints(),
-        ),
+    // The first run on the default one-thread runtime, the second on a pool of threads.
+    let one_thread = HubcapConfig::new(
+        &connection_string(emulator.amqp_addr(), KEY),
+        &work.checkpoints(),
+    );
+    let config = work.write_config("hubcap.toml", &one_thread);
+    let pool_config = work.write_config(
+        "hubcap-pool.toml",
+        &one_thread.set_raw("runtime", "worker_threads", "3"),
     );
     let store = StoreView::new(&work.checkpoints(), emulator.amqp_addr());
     let ids = partition_ids(&emulator);
@@ -93,7 +96,7 @@ async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates()
         .collect();
     assert_eq!(second_ids.len(), 2_000);
 
-    let mut second = Hubcap::spawn("second run", &config);
+    let mut second = Hubcap::spawn("second run", &pool_config);
     eventually(
         "the second run prints the 2,000 new events",
         Duration::from_secs(30),
