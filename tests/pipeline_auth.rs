@@ -104,10 +104,8 @@ async fn short_lived_tokens_are_renewed() {
         || covers(&hubcap.events(), &expected),
     )
     .await;
-    hubcap.terminate();
-    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "hubcap exited with {status}");
-    assert_exactly_once("with 5 s tokens", &hubcap.events(), &expected);
+    let printed = hubcap.stop_cleanly().await;
+    assert_exactly_once("with 5 s tokens", &printed, &expected);
 
     let stderr = hubcap.stderr();
     assert!(

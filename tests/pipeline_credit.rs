@@ -12,24 +12,47 @@ use common::*;
 /// hubcap names its partition receivers `hubcap-<partition id>-<uuid>`.
 const RECEIVER_LINK: &str = "hubcap-0-";
 
+/// One partition, hubcap reaching it through the flow-reading proxy, with `prefetch = 300` and
+/// `prefetch_bytes = "256KiB"`: 64 KiB events fit about 4 times in the byte budget.
+struct Setup {
+    emulator: hubcap_emulator::Emulator,
+    proxy: AmqpProxy,
+    /// Holds the checkpoint directory and the config file.
+    _work: Workdir,
+    config: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let emulator = start_emulator(1).await;
+        let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
+        let work = Workdir::new();
+        let config = work.write_config(
+            "hubcap.toml",
+            &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
+                .set_raw("eventhub", "prefetch", "300")
+                .set("eventhub", "prefetch_bytes", "256KiB"),
+        );
+        Setup {
+            emulator,
+            proxy,
+            _work: work,
+            config,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_is_bounded_by_prefetch_bytes_for_large_events_and_by_prefetch_for_small_ones() {
-    let emulator = start_emulator(1).await;
-    let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
-    let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
-            .set_raw("eventhub", "prefetch", "300")
-            .set("eventhub", "prefetch_bytes", "256KiB"),
-    );
-    let partition = &partitions(&emulator)[0];
+    let setup = Setup::start().await;
+    let (emulator, proxy) = (&setup.emulator, &setup.proxy);
+    let partition = &partitions(emulator)[0];
     partition
         .preload(200, 64 * 1024)
         .expect("preload large events");
-    let large = all_event_ids(&emulator);
+    let large = all_event_ids(emulator);
 
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let mut hubcap = Hubcap::spawn("hubcap", &setup.config);
     eventually(
         "hubcap prints the 200 large events",
         Duration::from_secs(60),
@@ -44,7 +67,7 @@ async fn credit_is_bounded_by_prefetch_bytes_for_large_events_and_by_prefetch_fo
     );
 
     partition.preload(3000, 100).expect("preload small events");
-    let all = all_event_ids(&emulator);
+    let all = all_event_ids(emulator);
     eventually(
         "hubcap prints the 3,000 small events too",
         Duration::from_secs(60),
@@ -57,29 +80,20 @@ async fn credit_is_bounded_by_prefetch_bytes_for_large_events_and_by_prefetch_fo
         "100-byte events get the whole prefetch"
     );
 
-    hubcap.terminate();
-    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "hubcap exited with {status}");
-    assert_exactly_once("large then small events", &hubcap.events(), &all);
-    emulator.shutdown().await;
+    let printed = hubcap.stop_cleanly().await;
+    assert_exactly_once("large then small events", &printed, &all);
+    setup.emulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_to_large_events_lowers_the_credit_without_breaking_the_link() {
-    let emulator = start_emulator(1).await;
-    let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
-    let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
-            .set_raw("eventhub", "prefetch", "300")
-            .set("eventhub", "prefetch_bytes", "256KiB"),
-    );
-    let partition = &partitions(&emulator)[0];
+    let setup = Setup::start().await;
+    let (emulator, proxy) = (&setup.emulator, &setup.proxy);
+    let partition = &partitions(emulator)[0];
     partition.preload(2000, 100).expect("preload small events");
-    let small = all_event_ids(&emulator);
+    let small = all_event_ids(emulator);
 
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let mut hubcap = Hubcap::spawn("hubcap", &setup.config);
     eventually(
         "hubcap prints the 2,000 small events",
         Duration::from_secs(60),
@@ -93,7 +107,7 @@ async fn a_switch_to_large_events_lowers_the_credit_without_breaking_the_link() 
     partition
         .preload(400, 64 * 1024)
         .expect("preload large events");
-    let all = all_event_ids(&emulator);
+    let all = all_event_ids(emulator);
     eventually(
         "hubcap prints the 400 large events too",
         Duration::from_secs(60),
@@ -108,9 +122,7 @@ async fn a_switch_to_large_events_lowers_the_credit_without_breaking_the_link() 
     let retries = hubcap.count_logs(|l| l.message.contains("receive failed"));
     assert_eq!(retries, 0, "the receive link failed: {}", hubcap.stderr());
 
-    hubcap.terminate();
-    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "hubcap exited with {status}");
-    assert_exactly_once("small then large events", &hubcap.events(), &all);
-    emulator.shutdown().await;
+    let printed = hubcap.stop_cleanly().await;
+    assert_exactly_once("small then large events", &printed, &all);
+    setup.emulator.shutdown().await;
 }

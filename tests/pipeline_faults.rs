@@ -68,12 +68,10 @@ async fn connection_drops_every_few_seconds_lose_nothing() {
         || covers(&hubcap.events(), &expected),
     )
     .await;
-    hubcap.terminate();
-    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "hubcap exited with {status}");
+    let printed = hubcap.stop_cleanly().await;
     // Each reconnect resumes after the last event received, and the open window survives it:
     // every event exactly once.
-    assert_exactly_once("after 4 connection drops", &hubcap.events(), &expected);
+    assert_exactly_once("after 4 connection drops", &printed, &expected);
 
     let connects = hubcap.count_logs(|l| l.message == "connected to event hubs");
     assert!(
@@ -146,10 +144,8 @@ async fn server_busy_detach_is_retried() {
         || covers(&hubcap.events(), &expected),
     )
     .await;
-    hubcap.terminate();
-    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "hubcap exited with {status}");
-    assert_exactly_once("after server-busy detaches", &hubcap.events(), &expected);
+    let printed = hubcap.stop_cleanly().await;
+    assert_exactly_once("after server-busy detaches", &printed, &expected);
 
     let warnings = retry_warnings(&hubcap, "server_busy");
     assert!(

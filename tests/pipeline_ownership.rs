@@ -157,11 +157,9 @@ async fn a_stolen_partition_is_never_checkpointed_again() {
         || store.checkpoint("0").and_then(|c| c.sequencenumber) == Some(last),
     )
     .await;
-    hubcap.terminate();
-    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "hubcap exited with {status}");
+    let printed = hubcap.stop_cleanly().await;
     let expected: BTreeSet<EventId> = (0..=last).map(|n| EventId::new("0", n)).collect();
-    assert_exactly_once("around the steal", &hubcap.events(), &expected);
+    assert_exactly_once("around the steal", &printed, &expected);
     drop(proxy);
     emulator.shutdown().await;
 }

@@ -54,11 +54,8 @@ async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates()
     )
     .await;
     let asked = Instant::now();
-    first.terminate();
-    let status = first.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "first run exited with {status}");
+    let printed = first.stop_cleanly().await;
     eprintln!("first run drained and exited in {:?}", asked.elapsed());
-    let printed = first.events();
     assert_exactly_once("first run", &printed, &first_ids);
 
     for id in &ids {
@@ -103,10 +100,7 @@ async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates()
         || covers(&second.events(), &second_ids),
     )
     .await;
-    second.terminate();
-    let status = second.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "second run exited with {status}");
-    let printed = second.events();
+    let printed = second.stop_cleanly().await;
     assert_exactly_once("second run", &printed, &second_ids);
     for event in &printed {
         let index = (event.sequence_number - 500) as usize;
@@ -227,10 +221,7 @@ async fn kill_9_mid_window_then_restart_loses_nothing() {
         },
     )
     .await;
-    second.terminate();
-    let status = second.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "restarted run exited with {status}");
-    let printed_second = second.events();
+    let printed_second = second.stop_cleanly().await;
 
     // The restart resumed right after each checkpoint and printed the rest exactly once.
     let resumed: BTreeSet<EventId> = expected
@@ -320,10 +311,7 @@ async fn sigterm_drains_the_open_window() {
     );
     assert_eq!(store.checkpoint("0"), None, "nothing is checkpointed yet");
 
-    hubcap.terminate();
-    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "hubcap exited with {status}");
-    let printed = hubcap.events();
+    let printed = hubcap.stop_cleanly().await;
     assert_exactly_once("drained window", &printed, &all_event_ids(&emulator));
     let checkpoint = store.checkpoint("0").expect("a checkpoint after the drain");
     assert_eq!(checkpoint.sequencenumber, Some(99));

@@ -44,10 +44,8 @@ async fn a_silent_link_with_a_backlog_is_recycled_and_the_backlog_arrives() {
         || covers(&hubcap.events(), &expected),
     )
     .await;
-    hubcap.terminate();
-    let status = hubcap.wait_exit(DRAIN_TIMEOUT).await;
-    assert!(status.success(), "hubcap exited with {status}");
-    assert_exactly_once("watchdog run", &hubcap.events(), &expected);
+    let printed = hubcap.stop_cleanly().await;
+    assert_exactly_once("watchdog run", &printed, &expected);
     emulator.shutdown().await;
 }
 

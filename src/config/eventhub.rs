@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::reader::{Ctx, Lookup, Section};
 use super::suggest::did_you_mean;
+use super::units::{GIB, KIB, MIB};
 use super::{credential, EventHubConfig, EventHubConnection, StartPosition};
 use crate::eventhubs::connection_string::ConnectionString;
 
@@ -33,9 +34,7 @@ pub(super) const KEYS: &[&str] = &[
 const DEFAULT_CONSUMER_GROUP: &str = "$Default";
 const DEFAULT_PREFETCH: u32 = 300;
 /// Enough for 300 events of up to ~3 KiB; larger events get proportionally less credit.
-const DEFAULT_PREFETCH_BYTES: u64 = 1 << 20;
-const KIB: u64 = 1 << 10;
-const GIB: u64 = 1 << 30;
+const DEFAULT_PREFETCH_BYTES: u64 = MIB;
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_STUCK_PARTITION_TIMEOUT: Duration = Duration::from_secs(120);

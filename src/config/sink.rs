@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::reader::{Ctx, Entry, Lookup, Section};
+use super::units::{GIB, KIB, MIB};
 use super::{path_format, storage, Codec, SinkConfig, SinkKind, WindowConfig};
 
 pub(super) const KEYS: &[&str] = &[
@@ -39,9 +40,6 @@ const AVRO_BLOB_KEYS: &[&str] = &["path_format", "codec", "compression_level", "
 
 const DEFAULT_ARCHIVE_PATH: &str = "/var/lib/hubcap/capture";
 const DEFAULT_FILE_MODE: u32 = 0o600;
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
 const DEFAULT_BLOCK_SIZE: u64 = 4 * MIB;
 
 impl Default for WindowConfig {

@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+/// Binary size units, for defaults and ranges.
+pub(super) const KIB: u64 = 1 << 10;
+pub(super) const MIB: u64 = 1 << 20;
+pub(super) const GIB: u64 = 1 << 30;
+
 const DURATION_UNITS: &str = "ms, s, m, h or d";
 const SIZE_UNITS: &str = "B, KB, MB, GB, TB, KiB, MiB, GiB or TiB";
 

@@ -62,7 +62,8 @@
 //! Blocks close at about 256 KiB of encoded records (not apache-avro's 16 KB default): per-block
 //! overhead and codec start-up stay negligible, deflate's 32 KiB window and zstd's level-3
 //! match finder lose next to nothing against 1 MiB blocks, and every open window holds one
-//! block (twice with a codec) in memory, so the block size multiplies by the partitions owned.
+//! block in memory, so the block size multiplies by the partitions owned (compressor state
+//! and the compressed copy are per thread, see `compress`).
 
 use std::fmt::Write as _;
 use std::io::Write;

@@ -718,6 +718,15 @@ impl Hubcap {
         self.exit.is_none() && self.child.try_wait().expect("try_wait").is_none()
     }
 
+    /// SIGTERM, then a drain that must end with exit status 0 within [`DRAIN_TIMEOUT`]; returns
+    /// every event printed.
+    pub async fn stop_cleanly(&mut self) -> Vec<Event> {
+        self.terminate();
+        let status = self.wait_exit(DRAIN_TIMEOUT).await;
+        assert!(status.success(), "{} exited with {status}", self.name);
+        self.events()
+    }
+
     /// Waits for the process to exit and for its output to be read to the end.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let start = Instant::now();
@@ -866,6 +875,7 @@ impl AmqpProxy {
     /// `prefix` (0 before any).
     pub fn max_link_credit(&self, prefix: &str) -> u64 {
         self.link_credits(prefix)
+            .iter()
             .map(|granted| granted.largest)
             .max()
             .unwrap_or(0)
@@ -875,19 +885,19 @@ impl AmqpProxy {
     /// (the largest such, if several links match; 0 before any).
     pub fn last_link_credit(&self, prefix: &str) -> u64 {
         self.link_credits(prefix)
+            .iter()
             .map(|granted| granted.last)
             .max()
             .unwrap_or(0)
     }
 
-    fn link_credits(&self, prefix: &str) -> impl Iterator<Item = Granted> {
+    fn link_credits(&self, prefix: &str) -> Vec<Granted> {
         let credits = self.counts.client_link_credit.lock().expect("credit map");
         credits
             .iter()
             .filter(|(name, _)| name.starts_with(prefix))
             .map(|(_, granted)| *granted)
-            .collect::<Vec<_>>()
-            .into_iter()
+            .collect()
     }
 }
 
