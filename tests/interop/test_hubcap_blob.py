@@ -241,6 +241,7 @@ class Streamer:
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._paused = threading.Event()
+        self._idle = threading.Event()  # set while paused with no send in flight
         self._burst_requested = threading.Event()
         self.burst_sent = threading.Event()
         self.failure: list[BaseException] = []
@@ -271,8 +272,10 @@ class Streamer:
                         self.burst_sent.set()
                         continue
                     if self._paused.is_set():
+                        self._idle.set()
                         self._stop.wait(0.02)
                         continue
+                    self._idle.clear()
                     started = time.monotonic()
                     events = make_workload(self.chunk, start=self.next_number, prefix="streamed", padding=600)
                     self.next_number += self.chunk
@@ -286,9 +289,12 @@ class Streamer:
         return self
 
     def pause(self) -> None:
+        """Stops sending; returns once a send that was in flight has completed."""
         self._paused.set()
+        assert self._idle.wait(30), "the sender did not pause"
 
     def resume(self) -> None:
+        self._idle.clear()
         self._paused.clear()
 
     def burst(self) -> None:
@@ -369,7 +375,6 @@ def test_azurite_stopped_mid_window_loses_nothing_and_never_checkpoints_ahead(
         # 2. let every window close, then a burst opens a fresh window on every partition whose
         #    first Avro block (256 KiB) is staged as 64 KiB blocks; stop Azurite while they are open
         streamer.pause()
-        time.sleep(0.3)  # a send in flight
         quiet = last_sequence_numbers(emulator)
         hubcap.wait_for(
             lambda: checkpoints_reached(checkpoints, emulator, quiet),
@@ -430,8 +435,14 @@ def test_azurite_stopped_mid_window_loses_nothing_and_never_checkpoints_ahead(
             30,
         )
 
-        # 5. more events after the recovery, then the producer stops and hubcap catches up
-        time.sleep(3)
+        # 5. more events after the recovery (a second's worth), then the producer stops and
+        #    hubcap catches up
+        after_recovery = streamer.count() + STREAM_RATE
+        hubcap.wait_for(
+            lambda: streamer.count() >= after_recovery,
+            lambda: f"{STREAM_RATE} more events sent after the recovery (sent {streamer.count()})",
+            30,
+        )
         sent = streamer.stop()
         final = last_sequence_numbers(emulator)
         hubcap.wait_for(
