@@ -310,18 +310,39 @@ async fn promtool_accepts_the_metrics_exposition() {
 
 #[tokio::test]
 async fn a_stalled_client_delays_shutdown_by_at_most_the_grace_period() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fixture = Fixture::start().await;
     let address = fixture.server.local_addr;
-    // Headers never finished: hyper's graceful shutdown would wait for this request forever.
     let mut stalled = tokio::net::TcpStream::connect(address)
         .await
         .expect("connect");
+    // One whole request answered first: the server has accepted and is serving the connection.
+    stalled
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: hubcap\r\n\r\n")
+        .await
+        .expect("send a request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stalled.read(&mut chunk).await.expect("read the answer");
+            assert!(n > 0, "the server closed the connection");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the first answer within 5 s");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Then headers never finished: hyper's graceful shutdown would wait for this request
+    // forever.
     stalled
         .write_all(b"GET /livez HTTP/1.1\r\nHost: hubcap\r\n")
         .await
         .expect("send half a request");
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     let started = std::time::Instant::now();
     fixture.stop().await;
