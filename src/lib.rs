@@ -17,7 +17,7 @@
 //!   that knows Blob Storage; [`credential`] builds Entra ID credentials for both;
 //! - [`http`], [`metrics`], [`health`] and [`systemd`] are what operators see;
 //! - [`demo`] runs the whole pipeline on the embedded emulator;
-//! - [`backoff`] and [`secret`] are small shared pieces.
+//! - [`backoff`], [`secret`] and [`suggest`] are small shared pieces.
 
 pub mod backoff;
 pub mod balance;
@@ -35,5 +35,6 @@ pub mod runtime;
 pub mod secret;
 pub mod sink;
 pub mod storage;
+pub mod suggest;
 pub mod supervisor;
 pub mod systemd;

@@ -7,10 +7,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::reader::{Ctx, Lookup, Section};
-use super::suggest::did_you_mean;
 use super::units::{GIB, KIB, MIB};
 use super::{credential, EventHubConfig, EventHubConnection, StartPosition};
 use crate::eventhubs::connection_string::ConnectionString;
+use crate::suggest::did_you_mean;
 
 pub(super) const KEYS: &[&str] = &[
     "connection_string",

@@ -9,7 +9,7 @@
 //! - `eventhub.rs`, `sink.rs`, `sections.rs` read the sections; `storage.rs` and
 //!   `credential.rs` the storage and Entra ID keys that several sections share
 //! - `path_format.rs` checks archive path templates; `units.rs` durations and sizes
-//! - `env.rs` substitution and secret files; `suggest.rs` did-you-mean
+//! - `env.rs` substitution and secret files; did-you-mean comes from [`crate::suggest`]
 
 mod credential;
 mod env;
@@ -19,7 +19,6 @@ mod reader;
 mod sections;
 mod sink;
 mod storage;
-pub(crate) mod suggest;
 mod units;
 
 use std::fmt;
@@ -29,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::checkpoint::NameCase;
 use crate::secret::Secret;
+pub use crate::sink::Codec;
 use reader::{Ctx, Section};
 
 pub use path_format::{DEFAULT_PATH_FORMAT, PATH_FORMAT_TOKENS};
@@ -237,22 +237,6 @@ pub enum SinkKind {
     },
 }
 
-/// Avro block compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// What Capture writes.
-    Null,
-    Deflate {
-        /// 0 (store) to 9 (smallest); 1 by default, fast with most of the gain.
-        level: u32,
-    },
-    Snappy,
-    Zstd {
-        /// 1 to 22; 3 by default.
-        level: i32,
-    },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpConfig {
     /// Address of `/livez`, `/readyz` and `/metrics`; `None` when disabled with `"off"`.
@@ -446,7 +430,7 @@ fn report_unknown_sections(ctx: &mut Ctx, root: Section) {
     let names: Vec<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
     for (name, entry) in root.unused() {
         if entry.item.is_table_like() {
-            let message = match suggest::did_you_mean(name, &names) {
+            let message = match crate::suggest::did_you_mean(name, &names) {
                 Some(near) => format!("unknown section; did you mean [{near}]?"),
                 None => format!("unknown section; expected {}", section_list(&names)),
             };

@@ -9,10 +9,10 @@ use std::time::Duration;
 use toml_edit::{Item, TableLike, Value};
 
 use super::env::{read_secret_file, substitute};
-use super::suggest::did_you_mean;
 use super::units::{format_duration, format_size, parse_duration, parse_size};
 use super::ConfigError;
 use crate::secret::Secret;
+use crate::suggest::did_you_mean;
 
 /// What a reading pass carries: the source (for line numbers), the environment, and every
 /// problem found so far.

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use super::reader::{one_of, Ctx, Lookup, Section};
 use super::storage;
-use super::suggest::did_you_mean;
 use super::units::format_duration;
 use super::{
     CheckpointStoreConfig, HttpConfig, LoadBalancingConfig, LogConfig, LogFormat, RuntimeConfig,
     ShutdownConfig, Strategy,
 };
 use crate::checkpoint::NameCase;
+use crate::suggest::did_you_mean;
 
 pub(super) const CHECKPOINT_STORE_KEYS: &[&str] = &[
     "type",

@@ -72,8 +72,8 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::path_format::UtcTime;
-use crate::config::Codec;
 use crate::eventhubs::{PropertyValue, ReceivedEvent};
+use crate::sink::Codec;
 
 /// The schema exactly as Event Hubs Capture writes it in the `avro.schema` header.
 pub const CAPTURE_SCHEMA: &str = concat!(

@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::Codec;
 use crate::eventhubs::ReceivedEvent;
 use crate::sink::avro::CaptureWriter;
 use crate::sink::path_format::{PathContext, PathFormat};
+use crate::sink::Codec;
 use crate::storage::{BlobContainer, Condition, StorageError};
 
 /// Settings shared by every partition of an `avro_blob` sink.

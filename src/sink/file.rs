@@ -17,10 +17,10 @@ use std::io::{BufWriter, ErrorKind};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::Codec;
 use crate::eventhubs::ReceivedEvent;
 use crate::sink::avro::CaptureWriter;
 use crate::sink::path_format::{PathContext, PathFormat};
+use crate::sink::Codec;
 
 const STAGING_DIR: &str = ".hubcap-staging";
 /// Buffer between the Avro encoder and the file. Small on purpose: the encoder hands over whole

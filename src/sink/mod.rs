@@ -9,6 +9,7 @@
 
 pub mod avro;
 pub mod blob;
+pub mod codec;
 pub mod file;
 pub mod path_format;
 pub mod stdout;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::eventhubs::ReceivedEvent;
 use blob::{BlobNames, BlobSinkError, BlobSinkSettings, BlobWindow};
+pub use codec::Codec;
 use file::{FileSinkError, FileSinkSettings, FileWindow};
 use path_format::PathContext;
 

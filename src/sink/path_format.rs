@@ -15,7 +15,7 @@
 
 use std::fmt::{self, Write as _};
 
-use crate::config::suggest::did_you_mean;
+use crate::suggest::did_you_mean;
 
 /// Capture's default archive name format; the sinks append `.avro`.
 pub const DEFAULT_PATH_FORMAT: &str =

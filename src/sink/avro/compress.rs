@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 use super::AvroError;
-use crate::config::Codec;
+use crate::sink::Codec;
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());

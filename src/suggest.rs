@@ -3,7 +3,7 @@
 /// The candidate closest to `input`, if any is close enough to be what was meant. Case, `-` and
 /// `_` are ignored first (`connectionString`, `connection-string`); then Jaro-Winkler similarity,
 /// which favours a shared prefix (`zstandard` -> `zstd`, `sinks` -> `sink`).
-pub(crate) fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let normalise = |text: &str| {
         text.chars()
             .filter(|c| *c != '_' && *c != '-')
