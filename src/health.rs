@@ -35,10 +35,10 @@ pub struct PartitionHealth {
     pub lag_events: Option<i64>,
     /// The sink is refusing this partition's window (disk full, storage down).
     pub sink_failing: bool,
+    /// The checkpoint store refuses this partition's checkpoint (unreachable, permissions).
+    pub checkpoint_failing: bool,
     /// Why the partition is not receiving, if it is not.
     pub last_error: Option<String>,
-    #[serde(skip)]
-    pub last_progress: Option<Instant>,
 }
 
 /// The answer to `/readyz`.
@@ -108,6 +108,9 @@ impl Health {
         for (id, partition) in &state.partitions {
             if partition.sink_failing {
                 reasons.push(format!("partition {id}: sink failing"));
+            }
+            if partition.checkpoint_failing {
+                reasons.push(format!("partition {id}: checkpoint failing"));
             }
         }
         Readiness {

@@ -11,6 +11,8 @@
 //!   duration of one checkpoint write.
 
 use tokio::sync::Mutex;
+
+use crate::recovery::Recovery;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{
@@ -36,6 +38,17 @@ pub enum CheckpointError {
     Lost { partition_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl CheckpointError {
+    /// See [`crate::recovery`]: a lost compare-and-swap loses the partition; a store that
+    /// fails (unreachable, or refusing) is retried.
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            CheckpointError::Lost { .. } => Recovery::PartitionLost,
+            CheckpointError::Store(_) => Recovery::Retry,
+        }
+    }
 }
 
 impl OwnershipLease {

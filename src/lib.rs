@@ -19,7 +19,6 @@
 //! - [`demo`] runs the whole pipeline on the embedded emulator;
 //! - [`backoff`], [`secret`] and [`suggest`] are small shared pieces.
 
-pub mod backoff;
 pub mod balance;
 pub mod checkpoint;
 pub mod config;
@@ -31,6 +30,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod partition;
+pub mod recovery;
 pub mod runtime;
 pub mod secret;
 pub mod sink;

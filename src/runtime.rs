@@ -159,7 +159,7 @@ pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
 
 pub async fn sink(config: &Config) -> Result<Sink, SetupError> {
     match &config.sink.kind {
-        SinkKind::Stdout => Ok(Sink::Stdout),
+        SinkKind::Stdout => Ok(Sink::Stdout(Default::default())),
         SinkKind::AvroFile {
             path,
             path_format,

@@ -16,14 +16,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::backoff::Backoff;
 use crate::balance::{self, BalanceInput, Strategy};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Ownership, Store, StoreError};
-use crate::eventhubs::{EventHubClient, EventHubsError, EventPosition, Recovery};
+use crate::eventhubs::{EventHubClient, EventHubsError, EventPosition};
 use crate::health::Health;
 use crate::lease::{CheckpointError, OwnershipLease};
 use crate::metrics::Metrics;
 use crate::partition::{PartitionExit, PartitionSettings, PartitionTask};
+use crate::recovery::Retry;
 use crate::sink::{Sink, WindowNames, WindowSettings};
 
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ impl Supervisor {
     /// Runs until `shutdown` is cancelled (then drains) or a fatal error.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SupervisorError> {
         let mut rng = StdRng::from_entropy();
-        let Some(partition_ids) = self.partition_ids(&shutdown, &mut rng).await? else {
+        let Some(partition_ids) = self.partition_ids(&shutdown).await? else {
             return Ok(());
         };
         info!(owner_id = %self.settings.owner_id, partitions = partition_ids.len(), "supervisor started");
@@ -112,25 +112,24 @@ impl Supervisor {
     async fn partition_ids(
         &self,
         shutdown: &CancellationToken,
-        rng: &mut StdRng,
     ) -> Result<Option<Vec<String>>, SupervisorError> {
         let partition = &self.settings.partition;
-        let mut backoff = Backoff::new(partition.retry_min_backoff, partition.retry_max_backoff);
-        loop {
-            match self.client.event_hub_properties().await {
-                Ok(properties) => {
-                    self.health.eventhubs_reachable();
-                    return Ok(Some(properties.partition_ids));
-                }
-                Err(error) if error.recovery() == Recovery::Fatal => return Err(error.into()),
-                Err(error) => {
-                    warn!(error = %error, error_type = error.kind(), "cannot read the event hub's partitions; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay(rng)) => {}
-                        _ = shutdown.cancelled() => return Ok(None),
-                    }
-                }
+        let client = &self.client;
+        let properties = Retry::new(partition.retry_min_backoff, partition.retry_max_backoff)
+            .run(
+                || client.event_hub_properties(),
+                EventHubsError::recovery,
+                |error| warn!(error = %error, error_type = error.kind(), "cannot read the event hub's partitions; retrying"),
+                shutdown.cancelled(),
+            )
+            .await;
+        match properties {
+            None => Ok(None),
+            Some(Ok(properties)) => {
+                self.health.eventhubs_reachable();
+                Ok(Some(properties.partition_ids))
             }
+            Some(Err(error)) => Err(error.into()),
         }
     }
 

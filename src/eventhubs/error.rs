@@ -2,21 +2,7 @@
 
 use std::fmt;
 
-/// What the caller should do after an error; one policy for every AMQP failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// Transient (server busy, timeout, link detached by the service): back off and re-attach,
-    /// resuming after the last received event.
-    Retry,
-    /// The connection is gone: back off, reconnect, re-attach.
-    Reconnect,
-    /// Another reader took the partition (`amqp:link:stolen`): stop it without a checkpoint.
-    PartitionLost,
-    /// The start position is no longer (or not yet) available: fall back and warn.
-    PositionUnavailable,
-    /// Retrying cannot help (bad credentials, unknown hub): stop with a clear message.
-    Fatal,
-}
+pub use crate::recovery::Recovery;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventHubsError {
@@ -98,7 +84,8 @@ impl EventHubsError {
 pub fn classify_condition(condition: &str) -> Recovery {
     match condition {
         LINK_STOLEN => Recovery::PartitionLost,
-        "com.microsoft:argument-out-of-range" => Recovery::PositionUnavailable,
+        // The start position does not exist: read again from one that does.
+        "com.microsoft:argument-out-of-range" => Recovery::Reread,
         "amqp:unauthorized-access" | "com.microsoft:auth-failed" => Recovery::Fatal,
         "amqp:not-found" | "com.microsoft:entity-disabled" => Recovery::Fatal,
         "amqp:connection:forced" | "amqp:connection:framing-error" => Recovery::Reconnect,
@@ -153,7 +140,7 @@ mod tests {
         assert_eq!(amqp("amqp:not-found").recovery(), Recovery::Fatal);
         assert_eq!(
             amqp("com.microsoft:argument-out-of-range").recovery(),
-            Recovery::PositionUnavailable
+            Recovery::Reread
         );
         assert_eq!(
             amqp("amqp:connection:forced").recovery(),

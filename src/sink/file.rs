@@ -16,6 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, ErrorKind};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::eventhubs::ReceivedEvent;
 use crate::sink::avro::CaptureWriter;
@@ -32,7 +33,7 @@ const WRITE_BUFFER: usize = 8 * 1024;
 #[derive(Debug, Clone)]
 pub struct FileSinkSettings {
     pub root: PathBuf,
-    pub path_format: std::sync::Arc<PathFormat>,
+    pub path_format: Arc<PathFormat>,
     pub codec: Codec,
     pub file_mode: u32,
 }
@@ -126,13 +127,46 @@ impl FileSinkSettings {
         })
     }
 
-    /// Makes the window durable under its final name; returns that name. If finishing the
-    /// Avro file fails the window is gone ([`FileSinkError::WindowLost`]); any later failure
-    /// leaves it sealed and the commit can be retried.
-    pub fn commit(
+    /// Makes the window durable under its final name; returns that name, and the window back
+    /// if the commit can be retried. The open Avro block is compressed here, on the runtime's
+    /// thread (compressor state lives there); fsync, link and rename go to the blocking pool.
+    /// If finishing the Avro file fails the window is gone ([`FileSinkError::WindowLost`]).
+    pub async fn commit(
+        self: &Arc<Self>,
+        mut window: FileWindow,
+        context: &PathContext<'_>,
+    ) -> (Option<FileWindow>, Result<PathBuf, FileSinkError>) {
+        if let Err(error) = window.end_block() {
+            self.abandon(window);
+            return (None, Err(error));
+        }
+        let relative = self.path_format.render(context);
+        let settings = Arc::clone(self);
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = settings.commit_blocking(&mut window, &relative);
+            (window, result)
+        })
+        .await;
+        match joined {
+            Ok((_, Ok(path))) => (None, Ok(path)),
+            Ok((window, Err(error @ FileSinkError::WindowLost { .. }))) => {
+                self.abandon(window);
+                (None, Err(error))
+            }
+            Ok((window, Err(error))) => (Some(window), Err(error)),
+            Err(join) => (
+                None,
+                Err(FileSinkError::WindowLost {
+                    reason: format!("the commit task failed: {join}"),
+                }),
+            ),
+        }
+    }
+
+    fn commit_blocking(
         &self,
         window: &mut FileWindow,
-        context: &PathContext<'_>,
+        relative: &str,
     ) -> Result<PathBuf, FileSinkError> {
         if let Some(WindowFile::Writing(_)) = window.state {
             let Some(WindowFile::Writing(writer)) = window.state.take() else {
@@ -156,8 +190,7 @@ impl FileSinkSettings {
         };
         file.sync_all()
             .map_err(io("syncing", &window.staging_path))?;
-        let relative = self.path_format.render(context);
-        let final_path = link_without_clobbering(&window.staging_path, &self.root, &relative)?;
+        let final_path = link_without_clobbering(&window.staging_path, &self.root, relative)?;
         fs::remove_file(&window.staging_path).map_err(io("removing", &window.staging_path))?;
         sync_dir(final_path.parent().unwrap_or(&self.root))?;
         sync_dir(&self.staging_dir())?;
@@ -182,9 +215,8 @@ impl FileWindow {
     }
 
     /// Compresses and writes the open block now, so that committing (on the blocking pool)
-    /// only flushes and syncs: compressor state lives on the runtime's threads. A failure
-    /// leaves the file incomplete, so the window is lost.
-    pub fn end_block(&mut self) -> Result<(), FileSinkError> {
+    /// only flushes and syncs. A failure leaves the file incomplete, so the window is lost.
+    fn end_block(&mut self) -> Result<(), FileSinkError> {
         if let Some(WindowFile::Writing(writer)) = &mut self.state {
             writer
                 .flush_block()

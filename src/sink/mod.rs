@@ -1,11 +1,17 @@
 //! Sinks: where a partition's events go, one window at a time.
 //!
-//! A window opens with its first event (or, with `skip_empty = false`, as soon as the previous
-//! one closed) and closes when it reaches `max_window` age or `max_window_bytes`, whichever
-//! comes first, or at shutdown. Closing it commits: the sink makes the window durable and
-//! reports the last event in it, which is then (and only then) checkpointed. A window that
-//! cannot be committed stays open and is retried; one that cannot be finished at all is dropped
-//! and its events are read again; one whose partition was lost is abandoned.
+//! A [`PartitionSink`] owns its partition's window from end to end: it opens it, appends to it,
+//! decides when it rolls over ([`window`], a pure function of its state, the limits and the
+//! clock), commits it, and abandons it. The partition task only hands it events, ticks and
+//! shutdown, and checkpoints the [`CommittedWindow`] it gets back: nothing else is ever
+//! checkpointed.
+//!
+//! Errors come in two kinds ([`SinkError::recovery`]): a failed write or commit keeps the window
+//! as it was, so the partition backs off and calls [`PartitionSink::flush`] again; a window that
+//! cannot be finished is dropped, and its events are read again from its first one.
+//!
+//! The writers: [`stdout`] (JSON lines), and Capture Avro ([`avro`]) to local files ([`file`])
+//! or block blobs ([`blob`]), named by [`path_format`].
 
 pub mod avro;
 pub mod blob;
@@ -13,26 +19,40 @@ pub mod codec;
 pub mod file;
 pub mod path_format;
 pub mod stdout;
+pub mod window;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tracing::warn;
+
 use crate::eventhubs::ReceivedEvent;
+use crate::recovery::Recovery;
 use blob::{BlobNames, BlobSinkError, BlobSinkSettings, BlobWindow};
 pub use codec::Codec;
 use file::{FileSinkError, FileSinkSettings, FileWindow};
 use path_format::PathContext;
+use stdout::LineTarget;
+use window::WindowState;
+pub use window::{Rollover, WindowSettings};
 
-/// When windows close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowSettings {
-    pub max_age: Duration,
-    pub max_bytes: u64,
-    /// Write nothing for a window without events.
-    pub skip_empty: bool,
+/// The configured sink, shared by every partition.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    Stdout(LineTarget),
+    AvroFile(Arc<FileSinkSettings>),
+    AvroBlob(Arc<BlobSinkSettings>),
 }
 
-/// What a commit made durable.
+/// Names that path formats substitute, fixed for the process.
+#[derive(Debug, Clone, Default)]
+pub struct WindowNames {
+    pub namespace: String,
+    pub event_hub: String,
+    pub consumer_group: String,
+}
+
+/// What a commit made durable: the range the partition may now checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedWindow {
     /// `None` for an empty window (nothing to checkpoint).
@@ -41,64 +61,106 @@ pub struct CommittedWindow {
     pub last_offset: Option<String>,
     pub events: u64,
     pub bytes: u64,
-    /// Where the window went (a file path), if the sink names it.
+    /// Where the window went (a file path or blob name), if the sink names it.
     pub location: Option<String>,
+    /// How long the last commit attempt took.
+    pub commit_duration: Duration,
 }
 
+/// A writer's failure.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub enum WriteError {
     #[error("cannot write to stdout: {0}")]
     Stdout(std::io::Error),
     #[error(transparent)]
     File(FileSinkError),
     #[error(transparent)]
     Blob(BlobSinkError),
-    /// The open window could not be completed and was dropped: read it again from here.
-    #[error("window lost ({reason}); re-reading from sequence number {first_sequence_number}")]
-    WindowLost {
-        first_sequence_number: i64,
-        reason: String,
-    },
 }
 
-impl SinkError {
+impl WriteError {
     /// A bounded label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            SinkError::Stdout(_) => "stdout",
-            SinkError::File(_) => "file",
-            SinkError::Blob(_) => "blob",
-            SinkError::WindowLost { .. } => "window_lost",
+            WriteError::Stdout(_) => "stdout",
+            WriteError::File(_) => "file",
+            WriteError::Blob(_) => "blob",
+        }
+    }
+
+    fn window_lost(&self) -> bool {
+        matches!(
+            self,
+            WriteError::File(FileSinkError::WindowLost { .. })
+                | WriteError::Blob(BlobSinkError::WindowLost { .. })
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing or committing failed; the window is kept as it was and [`PartitionSink::flush`]
+    /// retries its commit.
+    #[error(transparent)]
+    Failed(WriteError),
+    /// The window could not be completed and was dropped: read its events again from here.
+    #[error("window dropped ({cause}); re-reading from sequence number {reread_from}")]
+    WindowDropped { reread_from: i64, cause: WriteError },
+}
+
+impl SinkError {
+    /// See [`crate::recovery`].
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            SinkError::Failed(_) => Recovery::Retry,
+            SinkError::WindowDropped { .. } => Recovery::Reread,
+        }
+    }
+
+    /// A bounded label for metrics: the writer that failed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::Failed(cause) | SinkError::WindowDropped { cause, .. } => cause.kind(),
         }
     }
 }
 
-/// The configured sink, shared by every partition.
-#[derive(Debug, Clone)]
-pub enum Sink {
-    Stdout,
-    AvroFile(Arc<FileSinkSettings>),
-    AvroBlob(Arc<BlobSinkSettings>),
-}
-
 impl Sink {
+    /// The writer for one partition. Staging files that a crashed run left for this partition
+    /// are removed first: their events were never committed and will be read again.
     pub fn open_partition(
         &self,
         partition_id: &str,
         settings: WindowSettings,
         names: Arc<WindowNames>,
     ) -> PartitionSink {
-        if let Sink::AvroFile(file) = self {
-            file.clean_staging(partition_id);
-        }
-        PartitionSink {
+        let writer = match self {
+            Sink::Stdout(target) => Writer::Stdout {
+                target: target.clone(),
+                lines: Vec::new(),
+            },
+            Sink::AvroFile(file) => {
+                file.clean_staging(partition_id);
+                Writer::AvroFile {
+                    settings: Arc::clone(file),
+                    window: None,
+                }
+            }
+            Sink::AvroBlob(blob) => Writer::AvroBlob {
+                settings: Arc::clone(blob),
+                names: BlobNames::default(),
+                window: None,
+            },
+        };
+        let mut sink = PartitionSink {
             partition_id: partition_id.to_owned(),
             settings,
-            sink: self.clone(),
             names,
-            blob_names: BlobNames::default(),
+            writer,
             window: None,
-        }
+        };
+        sink.open_empty_window_if_configured();
+        sink
     }
 }
 
@@ -107,11 +169,10 @@ impl Sink {
 pub struct PartitionSink {
     partition_id: String,
     settings: WindowSettings,
-    sink: Sink,
     /// Names path formats substitute.
     names: Arc<WindowNames>,
-    /// Blob names given so far (avro_blob only).
-    blob_names: BlobNames,
+    writer: Writer,
+    /// The open window's bookkeeping; the writer holds its bytes.
     window: Option<OpenWindow>,
 }
 
@@ -124,278 +185,311 @@ struct OpenWindow {
     last_sequence_number: Option<i64>,
     last_offset: Option<String>,
     events: u64,
-    output: Output,
-}
-
-#[derive(Debug)]
-enum Output {
-    /// Complete JSON lines of the window.
-    Stdout(Vec<u8>),
-    AvroFile(FileWindow),
-    AvroBlob(BlobWindow),
-}
-
-impl Output {
-    fn bytes(&self) -> u64 {
-        match self {
-            Output::Stdout(buffer) => buffer.len() as u64,
-            Output::AvroFile(window) => window.bytes(),
-            Output::AvroBlob(window) => window.bytes(),
-        }
-    }
 }
 
 impl PartitionSink {
-    fn open_window(&mut self, first_sequence_number: Option<i64>) -> Result<OpenWindow, SinkError> {
+    /// Adds events to the window (opening one if none is open) and commits it if that filled
+    /// it. On a write error the window is dropped ([`SinkError::WindowDropped`]).
+    pub async fn append(
+        &mut self,
+        events: &[ReceivedEvent],
+    ) -> Result<Option<CommittedWindow>, SinkError> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(None);
+        };
+        if self.window.is_none() {
+            self.open_window(Some(first.sequence_number))
+                .map_err(|cause| SinkError::WindowDropped {
+                    reread_from: first.sequence_number,
+                    cause,
+                })?;
+        }
+        let Some(window) = self.window.as_mut() else {
+            return Ok(None);
+        };
+        let reread_from = *window
+            .first_sequence_number
+            .get_or_insert(first.sequence_number);
+        if let Err(cause) = self.writer.append(&self.partition_id, events).await {
+            // Nothing of this window is durable yet: drop it and read it again.
+            self.abandon();
+            return Err(SinkError::WindowDropped { reread_from, cause });
+        }
+        window.events += events.len() as u64;
+        window.last_sequence_number = Some(last.sequence_number);
+        window.last_offset = Some(last.offset.clone());
+        self.tick().await
+    }
+
+    /// Completes when the open window reaches its maximum age; never while none is open. The
+    /// partition then calls [`PartitionSink::tick`].
+    pub async fn rollover_due(&self) {
+        match self.state() {
+            Some(state) => {
+                tokio::time::sleep_until(self.settings.deadline(&state).into()).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Commits the open window if the rollover policy says it is due.
+    pub async fn tick(&mut self) -> Result<Option<CommittedWindow>, SinkError> {
+        match self.state() {
+            Some(state) if self.settings.rollover(&state, Instant::now()) != Rollover::Keep => {
+                self.flush().await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Commits the open window now (at shutdown, or to retry a failed commit). `Ok(None)` when
+    /// nothing needed writing.
+    pub async fn flush(&mut self) -> Result<Option<CommittedWindow>, SinkError> {
+        let Some(window) = self.window.as_ref() else {
+            return Ok(None);
+        };
+        let state = self.state_of(window);
+        if !self.settings.writes(&state) {
+            self.abandon();
+            return Ok(None);
+        }
+        let context = PathContext {
+            namespace: &self.names.namespace,
+            event_hub: &self.names.event_hub,
+            consumer_group: &self.names.consumer_group,
+            partition_id: &self.partition_id,
+            window_start_ms: window.started_ms,
+            first_sequence_number: window.first_sequence_number.unwrap_or(-1),
+            last_sequence_number: window.last_sequence_number.unwrap_or(-1),
+        };
+        let started = Instant::now();
+        match self.writer.commit(&context, window.events).await {
+            Ok(location) => {
+                let Some(window) = self.window.take() else {
+                    return Ok(None);
+                };
+                self.open_empty_window_if_configured();
+                Ok(Some(CommittedWindow {
+                    first_sequence_number: window.first_sequence_number,
+                    last_sequence_number: window.last_sequence_number,
+                    last_offset: window.last_offset,
+                    events: window.events,
+                    bytes: state.bytes,
+                    location,
+                    commit_duration: started.elapsed(),
+                }))
+            }
+            Err(cause) if cause.window_lost() => {
+                let first = window.first_sequence_number;
+                self.abandon();
+                match first {
+                    Some(reread_from) => Err(SinkError::WindowDropped { reread_from, cause }),
+                    // An empty window that could not be written: nothing to read again.
+                    None => Ok(None),
+                }
+            }
+            Err(cause) => Err(SinkError::Failed(cause)),
+        }
+    }
+
+    /// Drops the open window without writing it (its partition was lost, or it failed);
+    /// returns how many events it held.
+    pub fn abandon(&mut self) -> u64 {
+        self.writer.abandon();
+        self.window.take().map_or(0, |w| w.events)
+    }
+
+    fn state(&self) -> Option<WindowState> {
+        self.window.as_ref().map(|w| self.state_of(w))
+    }
+
+    fn state_of(&self, window: &OpenWindow) -> WindowState {
+        WindowState {
+            opened_at: window.opened_at,
+            events: window.events,
+            bytes: self.writer.bytes(),
+        }
+    }
+
+    fn open_window(&mut self, first_sequence_number: Option<i64>) -> Result<(), WriteError> {
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let output = match &self.sink {
-            Sink::Stdout => Output::Stdout(Vec::new()),
-            Sink::AvroFile(file) => Output::AvroFile(
-                file.open_window(&self.partition_id)
-                    .map_err(SinkError::File)?,
-            ),
-            Sink::AvroBlob(blob) => Output::AvroBlob(
-                blob.open_window(
-                    &PathContext {
-                        namespace: &self.names.namespace,
-                        event_hub: &self.names.event_hub,
-                        consumer_group: &self.names.consumer_group,
-                        partition_id: &self.partition_id,
-                        window_start_ms: started_ms,
-                        first_sequence_number: first_sequence_number.unwrap_or(-1),
-                        last_sequence_number: -1,
-                    },
-                    &mut self.blob_names,
-                )
-                .map_err(SinkError::Blob)?,
-            ),
+        let context = PathContext {
+            namespace: &self.names.namespace,
+            event_hub: &self.names.event_hub,
+            consumer_group: &self.names.consumer_group,
+            partition_id: &self.partition_id,
+            window_start_ms: started_ms,
+            first_sequence_number: first_sequence_number.unwrap_or(-1),
+            last_sequence_number: -1,
         };
-        Ok(OpenWindow {
+        self.writer.open(&context)?;
+        self.window = Some(OpenWindow {
             opened_at: Instant::now(),
             started_ms,
             first_sequence_number: None,
             last_sequence_number: None,
             last_offset: None,
             events: 0,
-            output,
-        })
+        });
+        Ok(())
     }
 
     /// With `skip_empty = false`, opens a window now so that a window with no events still
-    /// produces a (empty) file when it closes, as Capture does.
-    pub fn open_empty_window_if_configured(&mut self) -> Result<(), SinkError> {
-        if !self.settings.skip_empty && self.window.is_none() {
-            self.window = Some(self.open_window(None)?);
+    /// produces an (empty) file when it closes, as Capture does. A failure here is retried when
+    /// the first event arrives.
+    fn open_empty_window_if_configured(&mut self) {
+        if self.settings.opens_empty() && self.window.is_none() {
+            if let Err(error) = self.open_window(None) {
+                warn!(partition_id = %self.partition_id, error = %error, "cannot open an empty window");
+            }
+        }
+    }
+}
+
+/// One partition's writer, holding the open window's bytes.
+#[derive(Debug)]
+enum Writer {
+    /// Complete JSON lines of the window.
+    Stdout { target: LineTarget, lines: Vec<u8> },
+    AvroFile {
+        settings: Arc<FileSinkSettings>,
+        window: Option<FileWindow>,
+    },
+    AvroBlob {
+        settings: Arc<BlobSinkSettings>,
+        /// Blob names given so far, so same-second windows get distinct names.
+        names: BlobNames,
+        window: Option<BlobWindow>,
+    },
+}
+
+impl Writer {
+    fn open(&mut self, context: &PathContext<'_>) -> Result<(), WriteError> {
+        match self {
+            Writer::Stdout { lines, .. } => lines.clear(),
+            Writer::AvroFile { settings, window } => {
+                *window = Some(
+                    settings
+                        .open_window(context.partition_id)
+                        .map_err(WriteError::File)?,
+                );
+            }
+            Writer::AvroBlob {
+                settings,
+                names,
+                window,
+            } => {
+                *window = Some(
+                    settings
+                        .open_window(context, names)
+                        .map_err(WriteError::Blob)?,
+                );
+            }
         }
         Ok(())
     }
 
-    /// Adds events to the open window, opening one if needed. On error nothing of the window
-    /// is durable: the caller drops it and reads its events again.
-    pub async fn append(&mut self, events: &[ReceivedEvent]) -> Result<(), SinkError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        if self.window.is_none() {
-            self.window = Some(self.open_window(Some(events[0].sequence_number))?);
-        }
-        let Some(window) = self.window.as_mut() else {
-            return Ok(());
-        };
-        window
-            .first_sequence_number
-            .get_or_insert(events[0].sequence_number);
-        match &mut window.output {
-            Output::Stdout(buffer) => {
+    async fn append(
+        &mut self,
+        partition_id: &str,
+        events: &[ReceivedEvent],
+    ) -> Result<(), WriteError> {
+        match self {
+            Writer::Stdout { lines, .. } => {
                 for event in events {
-                    stdout::write_line(&self.partition_id, event, buffer);
+                    stdout::write_line(partition_id, event, lines);
                 }
+                Ok(())
             }
-            Output::AvroFile(file) => {
-                for event in events {
-                    file.append(event).map_err(SinkError::File)?;
-                }
+            Writer::AvroFile { window, .. } => {
+                let window = window.as_mut().ok_or_else(|| {
+                    WriteError::File(FileSinkError::WindowLost {
+                        reason: "no open file".into(),
+                    })
+                })?;
+                events
+                    .iter()
+                    .try_for_each(|event| window.append(event))
+                    .map_err(WriteError::File)
             }
-            Output::AvroBlob(blob) => {
-                let Sink::AvroBlob(settings) = &self.sink else {
-                    unreachable!("a blob window belongs to an avro_blob sink");
-                };
+            Writer::AvroBlob {
+                settings, window, ..
+            } => {
+                let window = window.as_mut().ok_or_else(|| {
+                    WriteError::Blob(BlobSinkError::WindowLost {
+                        reason: "no open blob".into(),
+                    })
+                })?;
                 settings
-                    .append(blob, events)
+                    .append(window, events)
                     .await
-                    .map_err(SinkError::Blob)?;
+                    .map_err(WriteError::Blob)
             }
         }
-        window.events += events.len() as u64;
-        window.last_sequence_number = Some(last.sequence_number);
-        window.last_offset = Some(last.offset.clone());
-        Ok(())
     }
 
-    /// When the open window reaches its maximum age, if one is open.
-    pub fn window_deadline(&self) -> Option<Instant> {
-        self.window
-            .as_ref()
-            .map(|w| w.opened_at + self.settings.max_age)
-    }
-
-    /// Whether the open window has reached its size limit.
-    pub fn window_full(&self) -> bool {
-        self.window
-            .as_ref()
-            .is_some_and(|w| w.output.bytes() >= self.settings.max_bytes)
-    }
-
-    /// Sequence number of the first event in the open window.
-    pub fn window_first_sequence_number(&self) -> Option<i64> {
-        self.window.as_ref().and_then(|w| w.first_sequence_number)
-    }
-
-    /// Events in the open window.
-    pub fn window_events(&self) -> u64 {
-        self.window.as_ref().map_or(0, |w| w.events)
-    }
-
-    /// Makes the open window durable. `Ok(None)` when no window is open. On error the window
-    /// stays open and a later commit retries it, except for [`SinkError::WindowLost`].
-    pub async fn commit(&mut self) -> Result<Option<CommittedWindow>, SinkError> {
-        let Some(mut window) = self.window.take() else {
-            return Ok(None);
-        };
-        if window.events == 0 && self.settings.skip_empty {
-            self.drop_window(window);
-            return Ok(None);
+    /// Encoded bytes of the open window.
+    fn bytes(&self) -> u64 {
+        match self {
+            Writer::Stdout { lines, .. } => lines.len() as u64,
+            Writer::AvroFile { window, .. } => window.as_ref().map_or(0, FileWindow::bytes),
+            Writer::AvroBlob { window, .. } => window.as_ref().map_or(0, BlobWindow::bytes),
         }
-        let bytes = window.output.bytes();
-        let (output, result) = match (window.output, &self.sink) {
-            (Output::Stdout(mut buffer), _) => {
-                let result = commit_stdout(&mut buffer).await.map(|()| None);
-                (Output::Stdout(buffer), result)
+    }
+
+    /// Makes the open window durable; returns where it went. A failure leaves the window to be
+    /// retried, unless it reports the window lost (then it is gone).
+    async fn commit(
+        &mut self,
+        context: &PathContext<'_>,
+        events: u64,
+    ) -> Result<Option<String>, WriteError> {
+        match self {
+            Writer::Stdout { target, lines } => {
+                target.commit(lines).await.map_err(WriteError::Stdout)?;
+                Ok(None)
             }
-            (Output::AvroFile(mut file_window), Sink::AvroFile(settings)) => 'file: {
-                if let Err(error) = file_window.end_block() {
-                    break 'file (Output::AvroFile(file_window), Err(SinkError::File(error)));
-                }
-                let settings = Arc::clone(settings);
-                let names = Arc::clone(&self.names);
-                let partition_id = self.partition_id.clone();
-                let (started_ms, first, last) = (
-                    window.started_ms,
-                    window.first_sequence_number.unwrap_or(-1),
-                    window.last_sequence_number.unwrap_or(-1),
-                );
-                // fsync, link and rename block: keep them off the async workers.
-                let joined = tokio::task::spawn_blocking(move || {
-                    let context = PathContext {
-                        namespace: &names.namespace,
-                        event_hub: &names.event_hub,
-                        consumer_group: &names.consumer_group,
-                        partition_id: &partition_id,
-                        window_start_ms: started_ms,
-                        first_sequence_number: first,
-                        last_sequence_number: last,
-                    };
-                    let result = settings.commit(&mut file_window, &context);
-                    (file_window, result)
-                })
-                .await;
-                match joined {
-                    Ok((file_window, result)) => (
-                        Output::AvroFile(file_window),
-                        result
-                            .map(|path| Some(path.display().to_string()))
-                            .map_err(SinkError::File),
-                    ),
-                    Err(join) => {
-                        return Err(SinkError::WindowLost {
-                            first_sequence_number: window.first_sequence_number.unwrap_or(0),
-                            reason: format!("the commit task failed: {join}"),
-                        })
-                    }
-                }
+            Writer::AvroFile { settings, window } => {
+                let Some(open) = window.take() else {
+                    return Ok(None);
+                };
+                let (kept, result) = settings.commit(open, context).await;
+                *window = kept;
+                result
+                    .map(|path| Some(path.display().to_string()))
+                    .map_err(WriteError::File)
             }
-            (Output::AvroBlob(mut blob_window), Sink::AvroBlob(settings)) => {
+            Writer::AvroBlob {
+                settings, window, ..
+            } => {
+                let Some(open) = window.as_mut() else {
+                    return Ok(None);
+                };
                 let metadata = blob::window_metadata(
-                    window.first_sequence_number.unwrap_or(-1),
-                    window.last_sequence_number.unwrap_or(-1),
-                    window.events,
+                    context.first_sequence_number,
+                    context.last_sequence_number,
+                    events,
                 );
-                let result = settings.commit(&mut blob_window, metadata).await;
-                (
-                    Output::AvroBlob(blob_window),
-                    result.map(Some).map_err(SinkError::Blob),
-                )
+                let result = settings.commit(open, metadata).await;
+                if result.is_ok() || matches!(result, Err(BlobSinkError::WindowLost { .. })) {
+                    *window = None;
+                }
+                result.map(Some).map_err(WriteError::Blob)
             }
-            (output, _) => unreachable!("window output {output:?} does not match its sink"),
-        };
-        window.output = output;
-        match result {
-            Ok(location) => Ok(Some(CommittedWindow {
-                first_sequence_number: window.first_sequence_number,
-                last_sequence_number: window.last_sequence_number,
-                last_offset: window.last_offset.clone(),
-                events: window.events,
-                bytes,
-                location,
-            })),
-            Err(
-                SinkError::File(FileSinkError::WindowLost { reason })
-                | SinkError::Blob(BlobSinkError::WindowLost { reason }),
-            ) => {
-                let first = window.first_sequence_number;
-                self.drop_window(window);
-                match first {
-                    Some(first_sequence_number) => Err(SinkError::WindowLost {
-                        first_sequence_number,
-                        reason,
-                    }),
-                    // An empty window that could not be written: nothing to read again.
-                    None => Ok(None),
+        }
+    }
+
+    fn abandon(&mut self) {
+        match self {
+            Writer::Stdout { lines, .. } => lines.clear(),
+            Writer::AvroFile { settings, window } => {
+                if let Some(open) = window.take() {
+                    settings.abandon(open);
                 }
             }
-            Err(error) => {
-                self.window = Some(window);
-                Err(error)
-            }
+            Writer::AvroBlob { window, .. } => *window = None,
         }
     }
-
-    /// Drops the open window without writing it (its partition was lost, or it failed).
-    pub fn abandon(&mut self) {
-        if let Some(window) = self.window.take() {
-            self.drop_window(window);
-        }
-    }
-
-    fn drop_window(&self, window: OpenWindow) {
-        if let (Output::AvroFile(file_window), Sink::AvroFile(settings)) =
-            (window.output, &self.sink)
-        {
-            settings.abandon(file_window);
-        }
-    }
-}
-
-/// Names that path formats substitute, fixed for the process.
-#[derive(Debug, Clone, Default)]
-pub struct WindowNames {
-    pub namespace: String,
-    pub event_hub: String,
-    pub consumer_group: String,
-}
-
-async fn commit_stdout(buffer: &mut Vec<u8>) -> Result<(), SinkError> {
-    let lines = std::mem::take(buffer);
-    let (lines, result) = tokio::task::spawn_blocking(move || {
-        let result = stdout::commit(&lines);
-        (lines, result)
-    })
-    .await
-    .map_err(|join| SinkError::Stdout(std::io::Error::other(join.to_string())))?;
-    if result.is_err() {
-        *buffer = lines;
-    }
-    result.map_err(SinkError::Stdout)
 }

@@ -10,6 +10,8 @@
 //! means the bytes reached the pipe.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde::ser::{SerializeMap, Serializer};
@@ -29,8 +31,61 @@ pub fn write_line(partition_id: &str, event: &ReceivedEvent, out: &mut Vec<u8>) 
     }
 }
 
-/// Writes a committed window to stdout and flushes it.
-pub fn commit(buffer: &[u8]) -> std::io::Result<()> {
+/// Where the `stdout` sink's committed lines go.
+#[derive(Debug, Clone, Default)]
+pub enum LineTarget {
+    /// The process's standard output: the sink's only target in a running daemon.
+    #[default]
+    Stdout,
+    /// A buffer, for tests of the sink itself.
+    #[doc(hidden)]
+    Memory(Arc<MemoryLines>),
+}
+
+/// Lines committed to a [`LineTarget::Memory`], and writes it should fail (a test's fault).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct MemoryLines {
+    pub committed: Mutex<Vec<u8>>,
+    pub failures_left: AtomicU32,
+}
+
+impl LineTarget {
+    /// Writes a window's lines in one locked write and flushes them; on success `lines` is
+    /// empty, on failure it is unchanged, so the commit can be retried.
+    pub async fn commit(&self, lines: &mut Vec<u8>) -> std::io::Result<()> {
+        match self {
+            LineTarget::Stdout => {
+                let window = std::mem::take(lines);
+                // A blocked pipe must not stall the runtime's thread.
+                let (window, result) = tokio::task::spawn_blocking(move || {
+                    let result = write_stdout(&window);
+                    (window, result)
+                })
+                .await
+                .map_err(|join| std::io::Error::other(join.to_string()))?;
+                if result.is_err() {
+                    *lines = window;
+                }
+                result
+            }
+            LineTarget::Memory(memory) => {
+                let fail = memory
+                    .failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if fail {
+                    return Err(std::io::Error::other("injected write failure"));
+                }
+                let mut committed = memory.committed.lock().unwrap_or_else(|p| p.into_inner());
+                committed.append(lines);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn write_stdout(buffer: &[u8]) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     lock.write_all(buffer)?;
