@@ -160,6 +160,7 @@ async fn readyz_shows_each_partition() {
             "last_committed_sequence_number": 41,
             "lag_events": 7,
             "sink_failing": false,
+            "checkpoint_failing": false,
             "last_error": null,
         })
     );

@@ -1,0 +1,410 @@
+//! The sink conformance suite: one set of behavioural scenarios that every sink runs (`stdout`
+//! into a buffer, `avro_file` into a temporary directory, `avro_blob` into a real Azurite), so
+//! that a new sink or format inherits them by adding one [`Subject`] variant.
+//!
+//! Each scenario drives a [`PartitionSink`] the way the partition task does (append, tick,
+//! flush, abandon) and then reads back what the destination holds: only committed data counts.
+
+mod azurite;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azurite::Azurite;
+use hubcap::config::StorageConfig;
+use hubcap::eventhubs::{EventBody, ReceivedEvent};
+use hubcap::secret::Secret;
+use hubcap::sink::blob::BlobSinkSettings;
+use hubcap::sink::file::FileSinkSettings;
+use hubcap::sink::path_format::PathFormat;
+use hubcap::sink::stdout::{LineTarget, MemoryLines};
+use hubcap::sink::{Codec, PartitionSink, Sink, SinkError, WindowNames, WindowSettings};
+use hubcap::storage::BlobContainer;
+
+const PARTITION: &str = "3";
+const PATH_FORMAT: &str = "{EventHub}/p{PartitionId}/{Year}{Month}{Day}{Hour}{Minute}{Second}";
+/// Windows that neither age nor size closes during a scenario.
+const NEVER: WindowSettings = WindowSettings {
+    max_age: Duration::from_secs(3600),
+    max_bytes: u64::MAX,
+    skip_empty: true,
+};
+
+/// A sink under test and the means to read its destination back.
+enum Subject {
+    Stdout(Arc<MemoryLines>),
+    File(tempfile::TempDir),
+    Blob {
+        azurite: Azurite,
+        container: BlobContainer,
+    },
+}
+
+impl Subject {
+    fn stdout() -> Self {
+        Subject::Stdout(Arc::default())
+    }
+
+    fn file() -> Self {
+        Subject::File(tempfile::tempdir().unwrap())
+    }
+
+    async fn blob() -> Self {
+        let azurite = Azurite::start();
+        let storage = StorageConfig::ConnectionString(Secret::new(azurite.connection_string()));
+        let container = BlobContainer::connect(&storage, "archive").unwrap();
+        container.create_container_if_missing().await.unwrap();
+        Subject::Blob { azurite, container }
+    }
+
+    fn sink(&self) -> Sink {
+        let path_format = Arc::new(PathFormat::parse(PATH_FORMAT).unwrap());
+        match self {
+            Subject::Stdout(memory) => Sink::Stdout(LineTarget::Memory(Arc::clone(memory))),
+            Subject::File(dir) => Sink::AvroFile(Arc::new(FileSinkSettings {
+                root: dir.path().to_owned(),
+                path_format,
+                codec: Codec::Null,
+                file_mode: 0o600,
+            })),
+            Subject::Blob { container, .. } => Sink::AvroBlob(Arc::new(BlobSinkSettings {
+                container: container.clone(),
+                path_format,
+                codec: Codec::Null,
+                block_size: 4 * 1024 * 1024,
+            })),
+        }
+    }
+
+    fn open(&self, settings: WindowSettings) -> PartitionSink {
+        let names = Arc::new(WindowNames {
+            namespace: "ns".into(),
+            event_hub: "hub".into(),
+            consumer_group: "$Default".into(),
+        });
+        self.sink().open_partition(PARTITION, settings, names)
+    }
+
+    /// Sequence numbers of every committed window, window by window in the order of their
+    /// first events (the stdout sink has one stream: it is one entry).
+    async fn committed(&self) -> Vec<Vec<i64>> {
+        match self {
+            Subject::Stdout(memory) => {
+                let lines = memory.committed.lock().unwrap();
+                let numbers: Vec<i64> = lines
+                    .split(|b| *b == b'\n')
+                    .filter(|line| !line.is_empty())
+                    .map(|line| {
+                        let json: serde_json::Value = serde_json::from_slice(line).unwrap();
+                        assert_eq!(json["partition_id"], PARTITION);
+                        json["sequence_number"].as_i64().unwrap()
+                    })
+                    .collect();
+                if numbers.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![numbers]
+                }
+            }
+            Subject::File(dir) => {
+                let mut windows: Vec<Vec<i64>> = archive_files(dir.path())
+                    .iter()
+                    .map(|path| sequence_numbers(&std::fs::read(path).unwrap()))
+                    .collect();
+                windows.sort();
+                windows
+            }
+            Subject::Blob { container, .. } => {
+                let mut windows = Vec::new();
+                for blob in container.list_with_metadata("").await.unwrap() {
+                    let bytes = container.download(&blob.name).await.unwrap();
+                    let numbers = sequence_numbers(&bytes);
+                    if let Some(first) = numbers.first() {
+                        assert_eq!(blob.metadata["firstsequencenumber"], first.to_string());
+                        assert_eq!(blob.metadata["eventcount"], numbers.len().to_string());
+                    }
+                    windows.push(numbers);
+                }
+                windows.sort();
+                windows
+            }
+        }
+    }
+
+    /// Committed files or blobs, empty ones included (stdout has none).
+    async fn objects(&self) -> usize {
+        match self {
+            Subject::Stdout(_) => 0,
+            Subject::File(dir) => archive_files(dir.path()).len(),
+            Subject::Blob { container, .. } => {
+                container.list_with_metadata("").await.unwrap().len()
+            }
+        }
+    }
+
+    /// Staging files the writer holds (file sink only).
+    fn staging(&self) -> usize {
+        match self {
+            Subject::File(dir) => std::fs::read_dir(dir.path().join(".hubcap-staging"))
+                .map_or(0, |entries| entries.count()),
+            _ => 0,
+        }
+    }
+
+    /// Makes the next commit fail the way the destination really fails.
+    fn break_destination(&mut self) {
+        match self {
+            Subject::Stdout(memory) => memory.failures_left.store(1, Ordering::SeqCst),
+            // A file where the window's directory must go: the link fails (ENOTDIR).
+            Subject::File(dir) => std::fs::write(dir.path().join("hub"), b"in the way").unwrap(),
+            Subject::Blob { azurite, .. } => azurite.stop(),
+        }
+    }
+
+    fn repair_destination(&mut self) {
+        match self {
+            Subject::Stdout(memory) => memory.failures_left.store(0, Ordering::SeqCst),
+            Subject::File(dir) => std::fs::remove_file(dir.path().join("hub")).unwrap(),
+            Subject::Blob { azurite, .. } => azurite.restart(),
+        }
+    }
+}
+
+fn archive_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_name() == ".hubcap-staging" {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "avro") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn sequence_numbers(avro: &[u8]) -> Vec<i64> {
+    let reader = apache_avro::Reader::new(avro).expect("a committed object is a whole Avro file");
+    reader
+        .map(|record| {
+            let apache_avro::types::Value::Record(fields) = record.unwrap() else {
+                panic!("not a record");
+            };
+            match fields.iter().find(|(name, _)| name == "SequenceNumber") {
+                Some((_, apache_avro::types::Value::Long(n))) => *n,
+                other => panic!("SequenceNumber: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn events(range: std::ops::Range<i64>) -> Vec<ReceivedEvent> {
+    range
+        .map(|n| ReceivedEvent {
+            sequence_number: n,
+            offset: (n * 100).to_string(),
+            enqueued_time_ms: 1_700_000_000_000 + n,
+            partition_key: None,
+            properties: Vec::new(),
+            system_properties: Vec::new(),
+            body: EventBody::Data(vec![format!("event {n}").into_bytes()]),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios
+
+async fn appended_batches_commit_as_one_window_with_their_range(subject: Subject) {
+    let mut sink = subject.open(NEVER);
+    for batch in [0..10, 10..20, 20..30] {
+        assert_eq!(sink.append(&events(batch)).await.unwrap(), None);
+    }
+    assert_eq!(
+        subject.committed().await,
+        Vec::<Vec<i64>>::new(),
+        "nothing before the commit"
+    );
+    let window = sink.flush().await.unwrap().expect("a window was open");
+    assert_eq!(window.first_sequence_number, Some(0));
+    assert_eq!(window.last_sequence_number, Some(29));
+    assert_eq!(window.last_offset.as_deref(), Some("2900"));
+    assert_eq!(window.events, 30);
+    assert!(window.bytes > 0);
+    assert_eq!(subject.committed().await, vec![(0..30).collect::<Vec<_>>()]);
+    assert_eq!(sink.flush().await.unwrap(), None, "nothing left to commit");
+    assert_eq!(subject.staging(), 0);
+}
+
+async fn a_window_that_reaches_its_size_commits_on_that_append(subject: Subject) {
+    let mut sink = subject.open(WindowSettings {
+        max_bytes: 1,
+        ..NEVER
+    });
+    let first = sink.append(&events(0..5)).await.unwrap().expect("full");
+    assert_eq!(
+        (first.first_sequence_number, first.last_sequence_number),
+        (Some(0), Some(4))
+    );
+    let second = sink.append(&events(5..7)).await.unwrap().expect("full");
+    assert_eq!((second.first_sequence_number, second.events), (Some(5), 2));
+    let committed = subject.committed().await.concat();
+    assert_eq!(committed, (0..7).collect::<Vec<_>>());
+}
+
+async fn a_window_that_reaches_its_age_commits_on_the_next_tick(subject: Subject) {
+    let mut sink = subject.open(WindowSettings {
+        max_age: Duration::from_millis(300),
+        ..NEVER
+    });
+    let idle = tokio::time::timeout(Duration::from_millis(400), sink.rollover_due()).await;
+    assert!(idle.is_err(), "no window, no deadline");
+    sink.append(&events(0..3)).await.unwrap();
+    assert_eq!(sink.tick().await.unwrap(), None, "young windows stay open");
+    tokio::time::timeout(Duration::from_secs(5), sink.rollover_due())
+        .await
+        .expect("the window's deadline arrives");
+    let window = sink.tick().await.unwrap().expect("an old window commits");
+    assert_eq!(window.events, 3);
+    assert_eq!(subject.committed().await, vec![vec![0, 1, 2]]);
+}
+
+async fn an_abandoned_window_leaves_nothing_behind(subject: Subject) {
+    let mut sink = subject.open(NEVER);
+    sink.append(&events(0..8)).await.unwrap();
+    assert_eq!(sink.abandon(), 8);
+    assert_eq!(sink.flush().await.unwrap(), None);
+    assert_eq!(subject.committed().await, Vec::<Vec<i64>>::new());
+    assert_eq!(subject.objects().await, 0);
+    assert_eq!(subject.staging(), 0);
+    // The partition carries on with a new window.
+    sink.append(&events(8..10)).await.unwrap();
+    sink.flush().await.unwrap();
+    assert_eq!(subject.committed().await, vec![vec![8, 9]]);
+}
+
+async fn a_failed_commit_keeps_the_window_and_a_retry_commits_it_once(mut subject: Subject) {
+    let mut sink = subject.open(NEVER);
+    sink.append(&events(0..6)).await.unwrap();
+    subject.break_destination();
+    let error = sink.flush().await.expect_err("the destination is broken");
+    assert!(
+        matches!(error, SinkError::Failed(_)),
+        "a failed commit keeps its window: {error}"
+    );
+    assert_eq!(error.recovery(), hubcap::recovery::Recovery::Retry);
+    subject.repair_destination();
+    let window = sink.flush().await.unwrap().expect("the retry commits");
+    assert_eq!((window.first_sequence_number, window.events), (Some(0), 6));
+    assert_eq!(subject.committed().await, vec![(0..6).collect::<Vec<_>>()]);
+    assert_eq!(subject.staging(), 0);
+}
+
+async fn a_crash_before_the_commit_leaves_nothing_and_the_next_writer_starts_clean(
+    subject: Subject,
+) {
+    let mut sink = subject.open(NEVER);
+    sink.append(&events(0..4)).await.unwrap();
+    drop(sink); // the process died: no commit, no abandon
+    assert_eq!(subject.committed().await, Vec::<Vec<i64>>::new());
+    assert_eq!(subject.objects().await, 0);
+    let mut next = subject.open(NEVER);
+    assert_eq!(
+        subject.staging(),
+        0,
+        "the next writer removed the dead window's staging"
+    );
+    next.append(&events(0..4)).await.unwrap();
+    next.flush().await.unwrap().expect("committed");
+    assert_eq!(subject.committed().await, vec![vec![0, 1, 2, 3]]);
+}
+
+async fn windows_in_the_same_second_never_overwrite_each_other(subject: Subject) {
+    let mut sink = subject.open(NEVER);
+    for batch in [0..2, 2..4, 4..6] {
+        sink.append(&events(batch)).await.unwrap();
+        sink.flush().await.unwrap().expect("committed");
+    }
+    assert_eq!(
+        subject.committed().await.concat(),
+        (0..6).collect::<Vec<_>>()
+    );
+}
+
+async fn empty_windows_are_written_only_when_configured(subject: Subject) {
+    let mut skipping = subject.open(NEVER);
+    assert_eq!(skipping.flush().await.unwrap(), None);
+    assert_eq!(subject.objects().await, 0);
+    let mut writing = subject.open(WindowSettings {
+        skip_empty: false,
+        ..NEVER
+    });
+    let window = writing
+        .flush()
+        .await
+        .unwrap()
+        .expect("an empty window is committed");
+    assert_eq!((window.events, window.last_sequence_number), (0, None));
+    let expected_objects = usize::from(!matches!(subject, Subject::Stdout(_)));
+    assert_eq!(subject.objects().await, expected_objects);
+    assert_eq!(subject.committed().await.concat(), Vec::<i64>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every scenario for every sink
+
+macro_rules! conformance {
+    ($sink:ident, $subject:expr) => {
+        mod $sink {
+            use super::*;
+
+            #[tokio::test]
+            async fn appended_batches_commit_as_one_window_with_their_range() {
+                super::appended_batches_commit_as_one_window_with_their_range($subject).await;
+            }
+            #[tokio::test]
+            async fn a_window_that_reaches_its_size_commits_on_that_append() {
+                super::a_window_that_reaches_its_size_commits_on_that_append($subject).await;
+            }
+            #[tokio::test]
+            async fn a_window_that_reaches_its_age_commits_on_the_next_tick() {
+                super::a_window_that_reaches_its_age_commits_on_the_next_tick($subject).await;
+            }
+            #[tokio::test]
+            async fn an_abandoned_window_leaves_nothing_behind() {
+                super::an_abandoned_window_leaves_nothing_behind($subject).await;
+            }
+            #[tokio::test]
+            async fn a_failed_commit_keeps_the_window_and_a_retry_commits_it_once() {
+                super::a_failed_commit_keeps_the_window_and_a_retry_commits_it_once($subject).await;
+            }
+            #[tokio::test]
+            async fn a_crash_before_the_commit_leaves_nothing_and_the_next_writer_starts_clean() {
+                super::a_crash_before_the_commit_leaves_nothing_and_the_next_writer_starts_clean(
+                    $subject,
+                )
+                .await;
+            }
+            #[tokio::test]
+            async fn windows_in_the_same_second_never_overwrite_each_other() {
+                super::windows_in_the_same_second_never_overwrite_each_other($subject).await;
+            }
+            #[tokio::test]
+            async fn empty_windows_are_written_only_when_configured() {
+                super::empty_windows_are_written_only_when_configured($subject).await;
+            }
+        }
+    };
+}
+
+conformance!(stdout, Subject::stdout());
+conformance!(avro_file, Subject::file());
+conformance!(avro_blob, Subject::blob().await);
