@@ -1,13 +1,16 @@
 //! hubcap: consume Azure Event Hubs and archive every event durably, Capture-style.
 //!
-//! Follow one event from the wire to a committed file:
+//! Follow one event from the wire to a committed file and its checkpoint, in five files:
 //!
-//! 1. [`eventhubs::receiver`] receives it on a partition link and [`eventhubs::event`] decodes
-//!    it into a [`eventhubs::ReceivedEvent`];
-//! 2. [`partition`] hands batches to the partition's [`sink::PartitionSink`] window;
-//! 3. [`sink::file`] (with [`sink::avro`] and [`sink::path_format`]) commits the window as a
-//!    Capture Avro file, or [`sink::stdout`] writes JSON lines;
-//! 4. [`lease`] fences the checkpoint, which [`checkpoint`] writes in the SDK layout.
+//! 1. [`eventhubs::receiver`] receives it on a partition link, decoded into a
+//!    [`eventhubs::ReceivedEvent`];
+//! 2. [`partition`] (`partition/mod.rs`) hands the batch to the partition's sink and, when the
+//!    sink reports a window committed, checkpoints it;
+//! 3. [`sink`] (`sink/mod.rs`): the [`sink::PartitionSink`] owns the window: it appends the
+//!    batch, decides the rollover ([`sink::window`]) and commits;
+//! 4. [`sink::file`] encodes the window as Capture Avro ([`sink::avro`]) into a staging file and
+//!    commits it (fsync, no-clobber link) under its [`sink::path_format`] name;
+//! 5. [`lease`] renews the ownership and writes the checkpoint to the [`checkpoint`] store.
 //!
 //! Around that path:
 //!
@@ -17,7 +20,8 @@
 //!   that knows Blob Storage; [`credential`] builds Entra ID credentials for both;
 //! - [`http`], [`metrics`], [`health`] and [`systemd`] are what operators see;
 //! - [`demo`] runs the whole pipeline on the embedded emulator;
-//! - [`backoff`], [`secret`] and [`suggest`] are small shared pieces.
+//! - [`recovery`] maps every error to one action and paces every retry;
+//! - [`secret`] and [`suggest`] are small shared pieces.
 
 pub mod balance;
 pub mod checkpoint;

@@ -5,26 +5,28 @@
 //! committed, and is written only through the partition's [`OwnershipLease`], which renews the
 //! ownership (a compare-and-swap) immediately before. A lost partition abandons its open window
 //! and never checkpoints again. What each error means is [`crate::recovery`]'s table; the
-//! decisions themselves are pure functions in [`progress`].
+//! decisions themselves are pure functions in `progress.rs`.
 
+mod checkpoint;
+mod failures;
+mod observe;
 mod progress;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::checkpoint::{Checkpoint, Store};
+use crate::checkpoint::Store;
 use crate::eventhubs::{
     EventHubClient, EventHubsError, EventPosition, ReceivedEvent, ReceiverOptions,
 };
 use crate::health::Health;
-use crate::lease::{CheckpointError, OwnershipLease};
+use crate::lease::OwnershipLease;
 use crate::metrics::PartitionMetrics;
 use crate::recovery::Retry;
 use crate::sink::{CommittedWindow, PartitionSink, SinkError};
-use progress::AfterReceiveError;
 
 /// How a partition task ended.
 #[derive(Debug)]
@@ -178,35 +180,6 @@ impl PartitionTask {
         }
     }
 
-    /// Decides what an Event Hubs error means for this partition.
-    fn receive_failed(&mut self, error: EventHubsError, position: &mut EventPosition) -> Next {
-        let partition_id = &self.lease.partition_id;
-        match progress::after_receive_error(error.recovery()) {
-            AfterReceiveError::BackOffAndReattach => {
-                self.metrics.reconnect(error.kind());
-                self.health.partition(partition_id, |p| {
-                    p.receiving = false;
-                    p.last_error = Some(error.to_string());
-                });
-                warn!(partition_id = %partition_id, error = %error, error_type = error.kind(), "receive failed; retrying");
-                Next::BackOff
-            }
-            AfterReceiveError::ReadFromEarliest => {
-                self.metrics.position_fallback();
-                warn!(partition_id = %partition_id, position = %position.filter_expression(), error = %error,
-                    "start position not available; falling back to the earliest event");
-                *position = EventPosition::Earliest;
-                self.expected_sequence_number = None;
-                Next::BackOff
-            }
-            AfterReceiveError::Lose => {
-                info!(partition_id = %partition_id, event = "ownership_lost", error = %error, "partition taken by another reader");
-                Next::Exit(self.lose())
-            }
-            AfterReceiveError::Stop => Next::Exit(PartitionExit::Fatal(error)),
-        }
-    }
-
     /// Checkpoints what the sink committed, retrying a failed commit first; decides what a
     /// sink error means. `None`: carry on receiving.
     async fn settle(
@@ -242,113 +215,6 @@ impl PartitionTask {
             }
         });
         self.checkpoint(&window).await
-    }
-
-    fn sink_failed(&self, error: &SinkError) {
-        self.metrics.sink_error(error.kind());
-        self.health.partition(&self.lease.partition_id, |p| {
-            p.sink_failing = true;
-            p.last_error = Some(error.to_string());
-        });
-        warn!(partition_id = %self.lease.partition_id, error = %error, error_type = error.kind(),
-            "sink failed; nothing checkpointed past the last committed window");
-    }
-
-    /// Writes the checkpoint for a committed window, retrying while the store fails (the
-    /// partition reads nothing more meanwhile).
-    async fn checkpoint(&mut self, window: &CommittedWindow) -> Option<Next> {
-        let (Some(last_sequence_number), Some(last_offset)) =
-            (window.last_sequence_number, window.last_offset.clone())
-        else {
-            info!(partition_id = %self.lease.partition_id, location = window.location.as_deref().unwrap_or(""),
-                "empty window committed");
-            return None;
-        };
-        let checkpoint = Checkpoint {
-            partition_id: self.lease.partition_id.clone(),
-            offset: Some(last_offset),
-            sequence_number: Some(last_sequence_number),
-        };
-        let (lease, store) = (Arc::clone(&self.lease), Arc::clone(&self.store));
-        let written = self
-            .retry()
-            .run(
-                || lease.checkpoint(&store, &checkpoint),
-                CheckpointError::recovery,
-                |error| self.checkpoint_failed(error),
-                std::future::pending(),
-            )
-            .await;
-        match written {
-            Some(Ok(())) => {
-                self.metrics.checkpointed(last_sequence_number);
-                self.health.store_reachable();
-                self.health
-                    .partition(&lease.partition_id, |p| p.checkpoint_failing = false);
-                info!(partition_id = %lease.partition_id, events = window.events, bytes = window.bytes,
-                    first_sequence_number = window.first_sequence_number.unwrap_or_default(),
-                    last_sequence_number, location = window.location.as_deref().unwrap_or(""),
-                    "window committed and checkpointed");
-                None
-            }
-            _ => Some(Next::Exit(self.lose())),
-        }
-    }
-
-    fn checkpoint_failed(&self, error: &CheckpointError) {
-        if let CheckpointError::Store(error) = error {
-            self.metrics.checkpoint_error(error.kind());
-        }
-        self.health.partition(&self.lease.partition_id, |p| {
-            p.checkpoint_failing = true;
-            p.last_error = Some(error.to_string());
-        });
-        warn!(partition_id = %self.lease.partition_id, error = %error,
-            "checkpoint write failed; retrying before reading on");
-    }
-
-    /// Whether a silent receiver must be recycled: the service holds events past `position`.
-    /// A failed question counts as "no".
-    async fn is_stuck(&self, position: &EventPosition) -> bool {
-        let partition_id = &self.lease.partition_id;
-        let Ok(properties) = self.client.partition_properties(partition_id).await else {
-            return false;
-        };
-        if !progress::has_backlog(position, self.expected_sequence_number, &properties) {
-            return false;
-        }
-        self.metrics.receiver_recycled();
-        warn!(partition_id = %partition_id, idle_seconds = self.settings.stuck_timeout.as_secs(),
-            position = %position.filter_expression(),
-            "partition has a backlog but its receiver delivered nothing; recycling the receiver");
-        true
-    }
-
-    /// Asks the service where the partition ends and records how far behind `last` is.
-    async fn sample_lag(&self, last_sequence_number: i64, last_enqueued_time_ms: i64) {
-        let partition_id = &self.lease.partition_id;
-        let Ok(properties) = self.client.partition_properties(partition_id).await else {
-            return;
-        };
-        let (events, seconds) =
-            progress::lag(&properties, last_sequence_number, last_enqueued_time_ms);
-        self.metrics.lag(events, seconds);
-        self.health
-            .partition(partition_id, |p| p.lag_events = Some(events));
-    }
-
-    /// Counts a received batch, and warns once about events that expired before they were read.
-    fn observe(&mut self, batch: &[ReceivedEvent], first_sequence_number: i64) {
-        let body_bytes: usize = batch.iter().map(|e| e.body.len()).sum();
-        self.metrics.received(batch.len(), body_bytes as u64);
-        self.health.eventhubs_reachable();
-        let expected = self.expected_sequence_number.take();
-        if let Some(missed) = progress::expired_unread(expected, first_sequence_number) {
-            self.metrics.expired(missed);
-            warn!(partition_id = %self.lease.partition_id, expected_sequence_number = expected,
-                first_available = first_sequence_number, missed,
-                "events expired out of retention before they were read; continuing from the earliest available");
-        }
     }
 
     async fn drain(&mut self) -> PartitionExit {

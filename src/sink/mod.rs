@@ -10,7 +10,7 @@
 //! as it was, so the partition backs off and calls [`PartitionSink::flush`] again; a window that
 //! cannot be finished is dropped, and its events are read again from its first one.
 //!
-//! The writers: [`stdout`] (JSON lines), and Capture Avro ([`avro`]) to local files ([`file`])
+//! The writers: [`stdout`] (JSON lines), and Capture Avro ([`avro`]) to local files ([`file`](mod@file))
 //! or block blobs ([`blob`]), named by [`path_format`].
 
 pub mod avro;
