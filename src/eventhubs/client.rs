@@ -264,8 +264,10 @@ async fn renew_tokens(
 fn add_ca_file(roots: &mut rustls::RootCertStore, path: &std::path::Path) -> Result<(), String> {
     let pem = std::fs::read(path).map_err(|e| e.to_string())?;
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| e.to_string())?;
-        roots.add(cert).map_err(|e| e.to_string())?;
+        let cert = cert.map_err(|e| format!("a PEM block cannot be decoded ({e})"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("a certificate cannot be used ({e})"))?;
     }
     Ok(())
 }

@@ -293,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn check_refuses_what_connect_refuses_without_building_a_credential() {
+        let account = |url: &str| StorageAccount::AccountUrl {
+            account_url: url.into(),
+            credential: CredentialSpec::WorkloadIdentity,
+        };
+        // Workload identity would need AZURE_* variables to be built; check never builds it.
+        assert!(account("https://acct.blob.core.windows.net")
+            .check("capture")
+            .is_ok());
+        let plain = account("http://127.0.0.1:10000/devstoreaccount1").check("capture");
+        assert!(plain
+            .unwrap_err()
+            .to_string()
+            .contains("needs an https account_url"));
+        let key_without_name = StorageAccount::ConnectionString(Secret::new(
+            "BlobEndpoint=http://127.0.0.1:9/a;AccountKey=a2V5",
+        ));
+        let refused = key_without_name.check("capture").unwrap_err().to_string();
+        assert!(
+            refused.contains("AccountKey but no AccountName"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn problems_are_named_without_the_secret() {
         for (storage, expected) in [
             (
