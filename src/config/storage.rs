@@ -80,7 +80,7 @@ fn account<'d>(
                 }
             }
             let container = required_container(ctx, section, container)?;
-            valid.then(|| (StorageAccount::ConnectionString(secret), container, entry))
+            valid.then_some((StorageAccount::ConnectionString(secret), container, entry))
         }
         (_, Lookup::Present((secret, entry))) => {
             if let Some(container) = &container {

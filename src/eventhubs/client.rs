@@ -49,18 +49,18 @@ impl ClientSettings {
 
 /// An open connection: the fe2o3 handle, and the token that says it broke.
 #[derive(Debug)]
-pub struct LiveConnection {
+pub(crate) struct LiveConnection {
     /// Needed to begin sessions; held only for that instant.
     pub(crate) handle: Mutex<ConnectionHandle<()>>,
     /// Cancelled when any user of the connection sees it fail, so the next caller reopens.
     pub(crate) broken: CancellationToken,
     /// Which connection this is (1, 2, ...), for logs.
-    pub generation: u64,
+    pub(crate) generation: u64,
 }
 
 impl LiveConnection {
     /// Marks the connection as unusable; the next `EventHubClient::connection` reopens.
-    pub fn mark_broken(&self) {
+    pub(crate) fn mark_broken(&self) {
         self.broken.cancel();
     }
 }
@@ -120,7 +120,7 @@ impl EventHubClient {
     }
 
     /// The open connection, opening a new one if there is none or the last one broke.
-    pub async fn connection(&self) -> Result<Arc<LiveConnection>, EventHubsError> {
+    pub(crate) async fn connection(&self) -> Result<Arc<LiveConnection>, EventHubsError> {
         let mut current = self.current.lock().await;
         if let Some(live) = current.as_ref() {
             let usable = !live.broken.is_cancelled() && !live.handle.lock().await.is_closed();
