@@ -9,10 +9,31 @@ use azure_identity::{
     ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
 };
 
-use crate::config::CredentialConfig;
-use crate::eventhubs::auth::TokenProvider;
-use crate::eventhubs::sas::SignedToken;
+use crate::eventhubs::{SignedToken, TokenProvider};
 use crate::secret::Secret;
+
+/// An Entra ID credential (azure_identity), as `credential = { type = "..." }` names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CredentialSpec {
+    /// Kubernetes workload identity: the federated token file and the `AZURE_*` variables.
+    WorkloadIdentity,
+    /// The VM's or pod's managed identity.
+    ManagedIdentity {
+        /// Picks a user-assigned identity; the system-assigned one when `None`.
+        client_id: Option<String>,
+    },
+    /// The signed-in Azure CLI user, for development.
+    AzureCli,
+    /// An app registration's client secret.
+    ClientSecret {
+        /// Directory (tenant) of the app registration.
+        tenant_id: String,
+        /// Application (client) id of the app registration.
+        client_id: String,
+        /// From `client_secret` or `client_secret_file`.
+        client_secret: Secret,
+    },
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create the {kind} credential: {reason}")]
@@ -21,9 +42,28 @@ pub struct CredentialError {
     reason: String,
 }
 
-/// The azure_identity credential a config names.
+/// A tenant id as azure_identity accepts it: letters, digits, `.` and `-`. azure_identity
+/// refuses any other when the credential is built; config validation asks here first, so that
+/// `check-config` refuses it too.
+pub fn check_tenant_id(tenant_id: &str) -> Result<(), String> {
+    let valid = !tenant_id.is_empty()
+        && tenant_id
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid tenant id {tenant_id:?}: use the directory's id (a GUID) or its domain name, \
+             letters, digits, '.' and '-'"
+        ))
+    }
+}
+
+/// The azure_identity credential `spec` names. Workload and managed identity read the process
+/// environment here, so their problems show only at start.
 pub fn token_credential(
-    config: &CredentialConfig,
+    spec: &CredentialSpec,
 ) -> Result<Arc<dyn TokenCredential>, CredentialError> {
     let fail = |kind: &'static str| {
         move |e: azure_core::Error| CredentialError {
@@ -31,19 +71,19 @@ pub fn token_credential(
             reason: e.to_string(),
         }
     };
-    Ok(match config {
-        CredentialConfig::WorkloadIdentity => {
+    Ok(match spec {
+        CredentialSpec::WorkloadIdentity => {
             WorkloadIdentityCredential::new(None).map_err(fail("workload_identity"))?
         }
-        CredentialConfig::ManagedIdentity { client_id } => {
+        CredentialSpec::ManagedIdentity { client_id } => {
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                 ..Default::default()
             };
             ManagedIdentityCredential::new(Some(options)).map_err(fail("managed_identity"))?
         }
-        CredentialConfig::AzureCli => AzureCliCredential::new(None).map_err(fail("azure_cli"))?,
-        CredentialConfig::ClientSecret {
+        CredentialSpec::AzureCli => AzureCliCredential::new(None).map_err(fail("azure_cli"))?,
+        CredentialSpec::ClientSecret {
             tenant_id,
             client_id,
             client_secret,

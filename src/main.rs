@@ -92,8 +92,10 @@ fn demo(options: hubcap::demo::DemoOptions) -> ExitCode {
     };
     runtime.block_on(async {
         let stop = CancellationToken::new();
-        tokio::spawn(watch_signals(stop.clone()));
-        match hubcap::demo::run(options, stop).await {
+        let signals = SignalWatcher::start(stop.clone());
+        let result = hubcap::demo::run(options, stop).await;
+        signals.stop().await;
+        match result {
             Ok(summary) => {
                 println!();
                 println!("sent {} events; {} Capture files under {}", summary.events_sent, summary.files.len(), summary.capture_dir.display());
@@ -204,8 +206,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
-        match hubcap::runtime::run(config, shutdown).await {
+        let signals = SignalWatcher::start(shutdown.clone());
+        let result = hubcap::runtime::run(config, shutdown).await;
+        signals.stop().await;
+        match result {
             Ok(()) => {
                 info!("stopped");
                 ExitCode::SUCCESS
@@ -219,8 +223,33 @@ fn run(path: &std::path::Path) -> ExitCode {
     })
 }
 
-/// First SIGTERM/SIGINT: drain. Second: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// The task that turns SIGTERM/SIGINT into a shutdown, owned by the command that runs it:
+/// stopped and awaited when the command ends, so no task outlives it.
+struct SignalWatcher {
+    /// Cancelled by [`SignalWatcher::stop`]: the command is over, signals are no longer ours.
+    stop: CancellationToken,
+    /// The watching task.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SignalWatcher {
+    /// Watches for signals from now on; the first one cancels `shutdown`.
+    fn start(shutdown: CancellationToken) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch_signals(shutdown, stop.clone()));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            warn!(error = %error, "the signal watcher failed");
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: drain. Second: exit at once. Returns when `stop` is cancelled.
+async fn watch_signals(shutdown: CancellationToken, stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -232,12 +261,14 @@ async fn watch_signals(shutdown: CancellationToken) {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        () = stop.cancelled() => return,
     }
     info!("shutdown requested: draining (send the signal again to exit at once)");
     shutdown.cancel();
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        () = stop.cancelled() => return,
     }
     warn!("second signal: exiting without draining");
     std::process::exit(130);

@@ -1,45 +1,46 @@
-//! Builds the daemon from a [`Config`] and runs it until shutdown.
+//! Builds the daemon from a [`Config`] and runs it until shutdown. Thin wiring: the config
+//! already holds parsed, validated domain types, so nothing here parses or validates.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::Strategy;
 use crate::checkpoint::blob::BlobCheckpointStore;
 use crate::checkpoint::file::FileCheckpointStore;
 use crate::checkpoint::{NameCase, Store, StoreScope};
-use crate::config::{self, CheckpointStoreConfig, Config, EventHubConnection, SinkKind};
+use crate::config::{CheckpointStoreConfig, Config, EventHubConnection, SinkKind};
 use crate::credential::{token_credential, EntraTokenProvider};
-use crate::eventhubs::connection_string::{ConnectionString, ConnectionStringAuth};
 use crate::eventhubs::{
-    ClientSettings, Credential, EventHubClient, EventPosition, ReceiverOptions,
+    ClientSettings, ConnectionStringAuth, Credential, EventHubClient, ReceiverOptions,
 };
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::partition::PartitionSettings;
 use crate::sink::blob::BlobSinkSettings;
 use crate::sink::file::FileSinkSettings;
-use crate::sink::path_format::PathFormat;
-use crate::sink::{Sink, WindowNames, WindowSettings};
+use crate::sink::{Sink, WindowNames};
 use crate::storage::BlobContainer;
 use crate::supervisor::{Supervisor, SupervisorSettings};
 
 /// Events handed from a receiver to the sink at once.
 const RECEIVE_BATCH: usize = 256;
 
+/// What can still stop the daemon while it is built from a validated [`Config`]: what depends
+/// on the machine (the process environment of workload and managed identity, the TLS trust
+/// store, directories), never the config's own values.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("[eventhub] connection_string: {0}")]
-    ConnectionString(#[from] crate::eventhubs::connection_string::ConnectionStringError),
     #[error(transparent)]
     EventHubs(#[from] crate::eventhubs::EventHubsError),
-    #[error("[sink] path_format: {reason}")]
-    PathFormat { reason: String },
     #[error("[eventhub] credential: {0}")]
     Credential(#[from] crate::credential::CredentialError),
-    #[error("[checkpoint_store] {0}")]
-    Storage(String),
+    #[error("[{section}] {error}")]
+    Storage {
+        /// `checkpoint_store` or `sink`.
+        section: &'static str,
+        error: crate::storage::StorageError,
+    },
     #[error("checkpoint store: {0}")]
     Store(#[from] crate::checkpoint::StoreError),
 }
@@ -48,37 +49,34 @@ pub enum SetupError {
 pub fn client_settings(config: &Config) -> Result<ClientSettings, SetupError> {
     let hub = &config.eventhub;
     let (host, port, tls, credential) = match &hub.connection {
-        EventHubConnection::ConnectionString(secret) => {
-            let parsed = ConnectionString::parse(secret.expose())?;
+        EventHubConnection::ConnectionString(parsed) => {
             let tls = !parsed.use_development_emulator;
             let port = parsed.port.unwrap_or(if tls { 5671 } else { 5672 });
-            let credential = match parsed.auth {
+            let credential = match &parsed.auth {
                 ConnectionStringAuth::SharedAccessKey { key_name, key } => {
                     Credential::SharedAccessKey {
-                        key_name,
-                        key,
+                        key_name: key_name.clone(),
+                        key: key.clone(),
                         token_lifetime: hub.token_lifetime,
                     }
                 }
                 ConnectionStringAuth::SharedAccessSignature(token) => {
-                    Credential::SharedAccessSignature(token)
+                    Credential::SharedAccessSignature(token.clone())
                 }
             };
-            (parsed.host, port, tls, credential)
+            (parsed.host.clone(), port, tls, credential)
         }
         EventHubConnection::Credential {
             fully_qualified_namespace,
             credential,
         } => {
-            let (host, port) = match fully_qualified_namespace.rsplit_once(':') {
-                Some((host, port)) => match port.parse() {
-                    Ok(port) => (host.to_owned(), port),
-                    Err(_) => (fully_qualified_namespace.clone(), 5671),
-                },
-                None => (fully_qualified_namespace.clone(), 5671),
-            };
             let provider = EntraTokenProvider(token_credential(credential)?);
-            (host, port, true, Credential::Provider(Arc::new(provider)))
+            (
+                fully_qualified_namespace.host.clone(),
+                fully_qualified_namespace.port.unwrap_or(5671),
+                true,
+                Credential::Provider(Arc::new(provider)),
+            )
         }
     };
     Ok(ClientSettings {
@@ -93,40 +91,9 @@ pub fn client_settings(config: &Config) -> Result<ClientSettings, SetupError> {
     })
 }
 
-/// The namespace name checkpoint records start with: the host as the Python SDK keeps it
-/// (with `:port` when the endpoint has one), so hubcap and SDK processors share records.
-pub fn fully_qualified_namespace(config: &Config) -> Result<String, SetupError> {
-    Ok(match &config.eventhub.connection {
-        EventHubConnection::ConnectionString(secret) => {
-            ConnectionString::parse(secret.expose())?.fully_qualified_namespace()
-        }
-        EventHubConnection::Credential {
-            fully_qualified_namespace,
-            ..
-        } => fully_qualified_namespace.clone(),
-    })
-}
-
-pub fn start_position(position: &config::StartPosition) -> EventPosition {
-    match position {
-        config::StartPosition::Earliest => EventPosition::Earliest,
-        config::StartPosition::Latest => EventPosition::Latest,
-        config::StartPosition::SequenceNumber(n) => EventPosition::SequenceNumber {
-            sequence_number: *n,
-            inclusive: true,
-        },
-        config::StartPosition::EnqueuedTime(t) => EventPosition::EnqueuedTime {
-            enqueued_time_ms: t
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-            inclusive: true,
-        },
-    }
-}
-
 pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
     let scope = StoreScope {
-        fully_qualified_namespace: fully_qualified_namespace(config)?,
+        fully_qualified_namespace: config.eventhub.connection.fully_qualified_namespace(),
         event_hub: config.eventhub.name.clone(),
         consumer_group: config.eventhub.consumer_group.clone(),
     };
@@ -141,8 +108,12 @@ pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
             container,
             blob_name_case,
         } => {
-            let container = BlobContainer::connect(storage, container)
-                .map_err(|e| SetupError::Storage(e.to_string()))?;
+            let container = BlobContainer::connect(storage, container).map_err(|error| {
+                SetupError::Storage {
+                    section: "checkpoint_store",
+                    error,
+                }
+            })?;
             // Convenient for new accounts and Azurite; a container SAS may not be allowed to
             // create containers, and then the container must exist already.
             if let Err(error) = container.create_container_if_missing().await {
@@ -167,11 +138,7 @@ pub async fn sink(config: &Config) -> Result<Sink, SetupError> {
             file_mode,
         } => Ok(Sink::AvroFile(Arc::new(FileSinkSettings {
             root: path.clone(),
-            path_format: Arc::new(PathFormat::parse(path_format).map_err(|e| {
-                SetupError::PathFormat {
-                    reason: e.to_string(),
-                }
-            })?),
+            path_format: Arc::new(path_format.clone()),
             codec: *codec,
             file_mode: *file_mode,
         }))),
@@ -182,23 +149,18 @@ pub async fn sink(config: &Config) -> Result<Sink, SetupError> {
             codec,
             block_size,
         } => {
-            if path_format.contains("{LastSequenceNumber}") {
-                return Err(SetupError::PathFormat {
-                    reason: "{LastSequenceNumber} is not available with avro_blob: a blob is named when its window opens".into(),
-                });
-            }
-            let container = BlobContainer::connect(storage, container)
-                .map_err(|e| SetupError::Storage(e.to_string()))?;
+            let container = BlobContainer::connect(storage, container).map_err(|error| {
+                SetupError::Storage {
+                    section: "sink",
+                    error,
+                }
+            })?;
             if let Err(error) = container.create_container_if_missing().await {
                 tracing::debug!(error = %error, "sink container not created");
             }
             Ok(Sink::AvroBlob(Arc::new(BlobSinkSettings {
                 container,
-                path_format: Arc::new(PathFormat::parse(path_format).map_err(|e| {
-                    SetupError::PathFormat {
-                        reason: e.to_string(),
-                    }
-                })?),
+                path_format: Arc::new(path_format.clone()),
                 codec: *codec,
                 block_size: usize::try_from(*block_size).unwrap_or(usize::MAX),
             })))
@@ -213,24 +175,16 @@ pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
             .owner_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        strategy: match lb.strategy {
-            config::Strategy::Balanced => Strategy::Balanced,
-            config::Strategy::Greedy => Strategy::Greedy,
-        },
+        strategy: lb.strategy,
         update_interval: lb.update_interval,
         ownership_expiration: lb.ownership_expiration,
-        start_position: start_position(&config.eventhub.start_position),
-        window: WindowSettings {
-            max_age: config.sink.window.max_age,
-            max_bytes: config.sink.window.max_bytes,
-            skip_empty: config.sink.window.skip_empty,
-        },
+        start_position: config.eventhub.start_position.clone(),
+        window: config.sink.window,
         partition: PartitionSettings {
             receiver: ReceiverOptions {
                 prefetch: config.eventhub.prefetch,
                 prefetch_bytes: config.eventhub.prefetch_bytes,
                 owner_level: Some(config.eventhub.owner_level),
-                track_last_enqueued: false,
             },
             batch_size: RECEIVE_BATCH,
             retry_min_backoff: config.eventhub.retry_min_backoff,
@@ -249,7 +203,7 @@ pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
 /// `{Namespace}` in path formats: the namespace's short name, as Capture uses it
 /// (`mynamespace` of `mynamespace.servicebus.windows.net`).
 fn namespace_name(config: &Config) -> String {
-    let fqns = fully_qualified_namespace(config).unwrap_or_default();
+    let fqns = config.eventhub.connection.fully_qualified_namespace();
     let host = fqns.split(':').next().unwrap_or_default();
     if host.parse::<std::net::IpAddr>().is_ok() {
         return host.to_owned();

@@ -12,8 +12,8 @@ use hubcap::checkpoint::blob::BlobCheckpointStore;
 use hubcap::checkpoint::{
     Checkpoint, CheckpointStore, NameCase, OwnershipClaim, StoreError, StoreScope,
 };
-use hubcap::config::StorageConfig;
 use hubcap::secret::Secret;
+use hubcap::storage::StorageAccount;
 use hubcap::storage::{BlobContainer, Condition, StorageError};
 
 const CONTAINER: &str = "checkpoints";
@@ -26,8 +26,8 @@ fn scope() -> StoreScope {
     }
 }
 
-fn connection_string(text: String) -> StorageConfig {
-    StorageConfig::ConnectionString(Secret::new(text))
+fn connection_string(text: String) -> StorageAccount {
+    StorageAccount::ConnectionString(Secret::new(text))
 }
 
 /// The container behind an account-key connection string, created.
@@ -302,7 +302,7 @@ async fn blob_names_are_lower_cased_by_default_and_verbatim_on_request() {
 }
 
 /// Claims, checkpoints and lists through `storage`, which must reach the same account.
-async fn store_round_trip(storage: StorageConfig, partition_id: &str) {
+async fn store_round_trip(storage: StorageAccount, partition_id: &str) {
     let container = BlobContainer::connect(&storage, CONTAINER).unwrap();
     let store = BlobCheckpointStore::new(container, scope(), NameCase::Lower);
     let won = store
@@ -339,7 +339,7 @@ async fn account_key_sas_connection_string_and_container_sas_url_all_work() {
     store_round_trip(connection_string(azurite.connection_string()), "0").await;
     store_round_trip(connection_string(azurite.sas_connection_string()), "1").await;
     store_round_trip(
-        StorageConfig::ContainerUrl(Secret::new(azurite.container_sas_url(CONTAINER))),
+        StorageAccount::ContainerUrl(Secret::new(azurite.container_sas_url(CONTAINER))),
         "2",
     )
     .await;
@@ -360,7 +360,7 @@ async fn a_wrong_key_or_signature_is_refused_and_never_shown() {
             wrong_key.to_owned(),
         ),
         (
-            StorageConfig::ContainerUrl(Secret::new(wrong_sas_url.clone())),
+            StorageAccount::ContainerUrl(Secret::new(wrong_sas_url.clone())),
             signature,
         ),
     ] {

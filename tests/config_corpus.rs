@@ -6,11 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hubcap::balance::Strategy;
 use hubcap::config::{
-    self, CheckpointStoreConfig, Codec, Config, EventHubConnection, LogFormat, SinkKind,
-    StartPosition, Strategy, DEFAULT_PATH_FORMAT,
+    self, CheckpointStoreConfig, Config, EventHubConnection, LogFormat, SinkKind,
+    DEFAULT_PATH_FORMAT,
 };
-use hubcap::secret::Secret;
+use hubcap::eventhubs::{ConnectionString, EventPosition};
+use hubcap::sink::path_format::PathFormat;
+use hubcap::sink::Codec;
 
 const HUB_KEY: &str = "c2VjcmV0a2V5";
 const HUB: &str = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;\
@@ -136,11 +139,11 @@ fn a_minimal_config_gets_production_defaults() {
     let config = config::parse(text, "minimal.toml", &env).unwrap();
     assert_eq!(
         config.eventhub.connection,
-        EventHubConnection::ConnectionString(Secret::new(HUB))
+        EventHubConnection::ConnectionString(ConnectionString::parse(HUB).unwrap())
     );
     assert_eq!(config.eventhub.name, "telemetry");
     assert_eq!(config.eventhub.consumer_group, "$Default");
-    assert_eq!(config.eventhub.start_position, StartPosition::Earliest);
+    assert_eq!(config.eventhub.start_position, EventPosition::Earliest);
     assert_eq!(config.eventhub.prefetch, 300);
     assert_eq!(
         config.checkpoint_store,
@@ -161,7 +164,7 @@ fn a_minimal_config_gets_production_defaults() {
         config.sink.kind,
         SinkKind::AvroFile {
             path: "/var/lib/hubcap/capture".into(),
-            path_format: DEFAULT_PATH_FORMAT.into(),
+            path_format: PathFormat::parse(DEFAULT_PATH_FORMAT).unwrap(),
             codec: Codec::Null,
             file_mode: 0o600,
         }
@@ -196,7 +199,7 @@ fn the_example_config_parses_and_states_the_defaults() {
 fn a_storage_account_key_never_appears_in_errors_or_debug() {
     let rejected = "[eventhub]\nconnection_string = \"${EVENTHUB_CONNECTION_STRING}\"\n\
                     [checkpoint_store]\ntype = \"azure_blob\"\ncontainer = \"checkpoints\"\n\
-                    connection_string = \"DefaultEndpointsProtocol=https;AccountKey=S3CRETKEYVALUE\"\n";
+                    connection_string = \"DefaultEndpointsProtocol=https;AccountKey=S3CRETKEYVALUE0=\"\n";
     let errors = config::parse(rejected, "hubcap.toml", &env).unwrap_err();
     let shown = format!("{errors}\n{errors:?}");
     assert!(

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::*;
-use hubcap::eventhubs::auth::TokenProvider;
-use hubcap::eventhubs::sas::SignedToken;
 use hubcap::eventhubs::{
     Credential, EventHubClient, EventHubsError, EventPosition, ReceivedEvent, ReceiverOptions,
+    SignedToken, TokenProvider,
 };
 use hubcap::secret::Secret;
 
@@ -202,7 +201,6 @@ async fn entra_id_tokens_via_a_credential() {
         prefetch: 100,
         prefetch_bytes: 1 << 20,
         owner_level: Some(0),
-        track_last_enqueued: false,
     };
     let mut receiver = within(
         "open a receiver",

@@ -73,7 +73,6 @@ async fn a_stolen_partition_is_never_checkpointed_again() {
                 prefetch: 100,
                 prefetch_bytes: 1 << 20,
                 owner_level: Some(1),
-                track_last_enqueued: false,
             },
         ),
     )

@@ -2,7 +2,7 @@
 //! `[<section>.credential]` table, shared by `[eventhub]` and the storage keys.
 
 use super::reader::{Ctx, Entry, Lookup, Section};
-use super::CredentialConfig;
+use crate::credential::{check_tenant_id, CredentialSpec};
 
 const KEYS: &[&str] = &[
     "type",
@@ -27,7 +27,7 @@ const KINDS: &[(&str, Kind)] = &[
     ("client_secret", Kind::ClientSecret),
 ];
 
-pub(super) fn parse(ctx: &mut Ctx, entry: &Entry) -> Option<CredentialConfig> {
+pub(super) fn parse(ctx: &mut Ctx, entry: &Entry) -> Option<CredentialSpec> {
     let mut section = Section::from_entry(ctx, entry)?;
     let Some(type_entry) = section.take("type") else {
         let message = "a credential needs a type: \"workload_identity\", \"managed_identity\", \
@@ -44,11 +44,11 @@ pub(super) fn parse(ctx: &mut Ctx, entry: &Entry) -> Option<CredentialConfig> {
     match kind {
         Kind::WorkloadIdentity => {
             section.finish(ctx, &["type"], KEYS, &owner("workload_identity"));
-            Some(CredentialConfig::WorkloadIdentity)
+            Some(CredentialSpec::WorkloadIdentity)
         }
         Kind::AzureCli => {
             section.finish(ctx, &["type"], KEYS, &owner("azure_cli"));
-            Some(CredentialConfig::AzureCli)
+            Some(CredentialSpec::AzureCli)
         }
         Kind::ManagedIdentity => {
             let client_id = section.take("client_id").map(|entry| ctx.name(&entry));
@@ -60,10 +60,10 @@ pub(super) fn parse(ctx: &mut Ctx, entry: &Entry) -> Option<CredentialConfig> {
             );
             match client_id {
                 Some(None) => None,
-                Some(Some(client_id)) => Some(CredentialConfig::ManagedIdentity {
+                Some(Some(client_id)) => Some(CredentialSpec::ManagedIdentity {
                     client_id: Some(client_id),
                 }),
-                None => Some(CredentialConfig::ManagedIdentity { client_id: None }),
+                None => Some(CredentialSpec::ManagedIdentity { client_id: None }),
             }
         }
         Kind::ClientSecret => {
@@ -76,7 +76,18 @@ pub(super) fn parse(ctx: &mut Ctx, entry: &Entry) -> Option<CredentialConfig> {
                         None
                     }
                 };
-            let tenant_id = required(ctx, &mut section, "tenant_id");
+            let tenant_entry = section.take("tenant_id");
+            let tenant_id = match tenant_entry {
+                Some(entry) => ctx.name(&entry).and_then(|tenant_id| {
+                    let check = check_tenant_id(&tenant_id);
+                    ctx.checked(&entry, tenant_id, check)
+                }),
+                None => {
+                    let message = "required by credential type \"client_secret\"";
+                    ctx.error(&section.key("tenant_id"), section.line, message);
+                    None
+                }
+            };
             let client_id = required(ctx, &mut section, "client_id");
             let client_secret = match section.secret_or_file(ctx, "client_secret") {
                 Lookup::Present((secret, _)) => Some(secret),
@@ -89,7 +100,7 @@ pub(super) fn parse(ctx: &mut Ctx, entry: &Entry) -> Option<CredentialConfig> {
                 }
             };
             section.finish(ctx, KEYS, &[], "");
-            Some(CredentialConfig::ClientSecret {
+            Some(CredentialSpec::ClientSecret {
                 tenant_id: tenant_id?,
                 client_id: client_id?,
                 client_secret: client_secret?,

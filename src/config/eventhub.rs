@@ -1,15 +1,18 @@
 //! `[eventhub]`: the connection (a connection string, or a namespace and an Entra ID
 //! credential), the hub and consumer group, where to start, and link tuning.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::reader::{Ctx, Lookup, Section};
 use super::units::{GIB, KIB, MIB};
-use super::{credential, EventHubConfig, EventHubConnection, StartPosition};
-use crate::eventhubs::connection_string::ConnectionString;
+use super::{credential, EventHubConfig, EventHubConnection};
+use crate::eventhubs::{
+    check_ca_file, expiry_of, ConnectionString, ConnectionStringAuth, EventPosition,
+    FullyQualifiedNamespace,
+};
 use crate::suggest::did_you_mean;
 
 pub(super) const KEYS: &[&str] = &[
@@ -69,7 +72,7 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfi
                 .map_err(|message| ctx.error(&entry.key, entry.line, message))
                 .ok()
         }),
-        None => Some(StartPosition::Earliest),
+        None => Some(EventPosition::Earliest),
     };
     let prefetch = section.integer(ctx, "prefetch", DEFAULT_PREFETCH.into(), 1..=5000);
     let prefetch_bytes = section.size(
@@ -87,15 +90,15 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfi
     );
     let ca_file = section.take("ca_file").and_then(|entry| {
         let path = ctx.path(&entry)?;
-        if path.is_file() {
-            return Some(path);
+        if !path.is_file() {
+            let message = format!("file {path:?} does not exist");
+            ctx.error(&entry.key, entry.line, message);
+            return None;
         }
-        ctx.error(
-            &entry.key,
-            entry.line,
-            format!("file {path:?} does not exist"),
-        );
-        None
+        // Read as the client will read it when it connects.
+        let check = check_ca_file(&path)
+            .map_err(|reason| format!("file {path:?} is not usable as PEM trust roots: {reason}"));
+        ctx.checked(&entry, path, check)
     });
     let connect_timeout = section.duration(
         ctx,
@@ -165,10 +168,15 @@ fn connection(ctx: &mut Ctx, section: &mut Section) -> (Option<EventHubConnectio
     }
     match connection_string {
         Lookup::Present((secret, entry)) => match ConnectionString::parse(secret.expose()) {
-            Ok(parsed) => (
-                Some(EventHubConnection::ConnectionString(secret)),
-                EntityPath::Known(parsed.entity_path),
-            ),
+            Ok(parsed) => {
+                let entity_path = EntityPath::Known(parsed.entity_path.clone());
+                let check = check_signature(&parsed.auth, SystemTime::now());
+                let parsed = ctx.checked(&entry, parsed, check);
+                (
+                    parsed.map(EventHubConnection::ConnectionString),
+                    entity_path,
+                )
+            }
             Err(error) => {
                 ctx.error(&entry.key, entry.line, error.to_string());
                 (None, EntityPath::Unknown)
@@ -178,8 +186,9 @@ fn connection(ctx: &mut Ctx, section: &mut Section) -> (Option<EventHubConnectio
         Lookup::Absent => match (namespace, credential) {
             (Some(namespace), Some(credential)) => {
                 let host = ctx.name(&namespace).and_then(|host| {
-                    let check = check_namespace(&host);
-                    ctx.checked(&namespace, host, check)
+                    FullyQualifiedNamespace::parse(&host)
+                        .map_err(|problem| ctx.error(&namespace.key, namespace.line, problem))
+                        .ok()
                 });
                 let credential = credential::parse(ctx, &credential);
                 let connection =
@@ -266,40 +275,40 @@ fn check_consumer_group(group: &str) -> Result<(), String> {
     check_entity_name("consumer group", group)
 }
 
-/// A host name, optionally with `:port`, without scheme or path.
-fn check_namespace(host: &str) -> Result<(), String> {
-    let expected = "expected a host name such as \"mynamespace.servicebus.windows.net\"";
-    if host.contains("://") || host.contains('/') {
-        return Err(format!(
-            "{expected}, without scheme or path; found {host:?}"
-        ));
-    }
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) => (name, Some(port)),
-        None => (host, None),
+/// A pre-signed `SharedAccessSignature` must carry its expiry (`se=`) and not have reached it:
+/// the connection's put-token refuses it otherwise, which stops hubcap at start.
+fn check_signature(auth: &ConnectionStringAuth, now: SystemTime) -> Result<(), String> {
+    let ConnectionStringAuth::SharedAccessSignature(token) = auth else {
+        return Ok(());
     };
-    let name_ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
-    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok());
-    if name_ok && port_ok {
-        Ok(())
-    } else {
-        Err(format!("{expected}, found {host:?}"))
+    match expiry_of(token) {
+        None => Err("the connection string's SharedAccessSignature has no se= expiry".into()),
+        Some(expiry) if expiry <= now => {
+            let expired = OffsetDateTime::from(expiry)
+                .format(&Rfc3339)
+                .unwrap_or_else(|_| "the past".into());
+            Err(format!(
+                "the connection string's SharedAccessSignature expired at {expired}; sign a new \
+                 one, or use SharedAccessKeyName and SharedAccessKey, whose tokens hubcap renews"
+            ))
+        }
+        Some(_) => Ok(()),
     }
 }
 
-/// `earliest`, `latest`, `seq:<N>` or `time:<RFC 3339>`.
-pub(super) fn parse_start_position(text: &str) -> Result<StartPosition, String> {
+/// `earliest`, `latest`, `seq:<N>` or `time:<RFC 3339>`; the event named is included.
+pub(super) fn parse_start_position(text: &str) -> Result<EventPosition, String> {
     match text {
-        "earliest" => return Ok(StartPosition::Earliest),
-        "latest" => return Ok(StartPosition::Latest),
+        "earliest" => return Ok(EventPosition::Earliest),
+        "latest" => return Ok(EventPosition::Latest),
         _ => {}
     }
     if let Some(number) = text.strip_prefix("seq:") {
         return match number.trim().parse::<i64>() {
-            Ok(number) if number >= 0 => Ok(StartPosition::SequenceNumber(number)),
+            Ok(sequence_number) if sequence_number >= 0 => Ok(EventPosition::SequenceNumber {
+                sequence_number,
+                inclusive: true,
+            }),
             _ => Err(format!(
                 "invalid start_position {text:?}: expected seq:<sequence number>, a whole \
                  number of at least 0"
@@ -308,7 +317,15 @@ pub(super) fn parse_start_position(text: &str) -> Result<StartPosition, String> 
     }
     if let Some(moment) = text.strip_prefix("time:") {
         return match OffsetDateTime::parse(moment.trim(), &Rfc3339) {
-            Ok(moment) => Ok(StartPosition::EnqueuedTime(SystemTime::from(moment))),
+            Ok(moment) => Ok(EventPosition::EnqueuedTime {
+                // The service counts from the Unix epoch; earlier times mean its start.
+                enqueued_time_ms: SystemTime::from(moment)
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |since| {
+                        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+                    }),
+                inclusive: true,
+            }),
             Err(_) => Err(format!(
                 "invalid start_position {text:?}: expected time:<RFC 3339 time>, such as \
                  time:2024-05-01T00:00:00Z"
@@ -333,21 +350,27 @@ mod tests {
     fn start_positions_in_every_form() {
         assert_eq!(
             parse_start_position("earliest"),
-            Ok(StartPosition::Earliest)
+            Ok(EventPosition::Earliest)
         );
-        assert_eq!(parse_start_position("latest"), Ok(StartPosition::Latest));
+        assert_eq!(parse_start_position("latest"), Ok(EventPosition::Latest));
         assert_eq!(
             parse_start_position("seq:42"),
-            Ok(StartPosition::SequenceNumber(42))
+            Ok(EventPosition::SequenceNumber {
+                sequence_number: 42,
+                inclusive: true
+            })
         );
-        let expected = SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_521_600);
+        let expected = EventPosition::EnqueuedTime {
+            enqueued_time_ms: 1_714_521_600_000,
+            inclusive: true,
+        };
         assert_eq!(
             parse_start_position("time:2024-05-01T00:00:00Z"),
-            Ok(StartPosition::EnqueuedTime(expected))
+            Ok(expected.clone())
         );
         assert_eq!(
             parse_start_position("time:2024-05-01T02:00:00+02:00"),
-            Ok(StartPosition::EnqueuedTime(expected))
+            Ok(expected)
         );
     }
 
@@ -374,10 +397,24 @@ mod tests {
         assert!(check_entity_name("hub name", "tele/metry").is_err());
         assert!(check_consumer_group("$Default").is_ok());
         assert!(check_consumer_group("$other").is_err());
-        assert!(check_namespace("ns.servicebus.windows.net").is_ok());
-        assert!(check_namespace("localhost:5672").is_ok());
-        let scheme = check_namespace("sb://ns.servicebus.windows.net/").unwrap_err();
-        assert!(scheme.contains("without scheme"), "{scheme}");
-        assert!(check_namespace("ns:port").is_err());
+    }
+
+    #[test]
+    fn pre_signed_tokens_need_an_expiry_still_to_come() {
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let signed = |token: &str| {
+            ConnectionStringAuth::SharedAccessSignature(crate::secret::Secret::new(token))
+        };
+        let valid = signed("SharedAccessSignature sr=a&sig=b&se=2000000001&skn=c");
+        assert_eq!(check_signature(&valid, now), Ok(()));
+        let expired = signed("SharedAccessSignature sr=a&sig=b&se=1999999999&skn=c");
+        let problem = check_signature(&expired, now).unwrap_err();
+        assert!(
+            problem.contains("expired at 2033-05-18T03:33:19Z"),
+            "{problem}"
+        );
+        let no_expiry = signed("SharedAccessSignature sr=a&sig=b&skn=c");
+        let problem = check_signature(&no_expiry, now).unwrap_err();
+        assert!(problem.contains("no se= expiry"), "{problem}");
     }
 }

@@ -1,9 +1,16 @@
 //! The configuration file: its schema, defaults, `${VAR}` substitution, `*_file` secrets, and a
 //! validation pass that reports every problem at once, each with its key and line.
 //!
-//! [`parse`] is pure apart from reading `*_file` secrets and checking that `ca_file` exists;
-//! [`load`] adds reading the file and the process environment. Whether the hub, the storage
-//! account or the credentials actually work is not checked here: that needs the network.
+//! Validation parses once into the types the rest of hubcap uses (the parsed connection
+//! string, [`PathFormat`], [`EventPosition`], [`Strategy`], [`WindowSettings`],
+//! [`StorageAccount`], [`CredentialSpec`]), asking each of those modules to check its own
+//! values, so a config that passes here is one `hubcap run` can build from without a parse
+//! error. What this cannot know: whether the hub, the storage account or the credentials work
+//! (that needs the network), what the process environment gives workload and managed identity,
+//! and whether directories can be created and ports bound.
+//!
+//! [`parse`] is pure apart from reading `*_file` secrets and `ca_file`; [`load`] adds reading
+//! the file and the process environment.
 //!
 //! - `reader.rs` walks the TOML document and turns values into typed settings or errors
 //! - `eventhub.rs`, `sink.rs`, `sections.rs` read the sections; `storage.rs` and
@@ -24,11 +31,15 @@ mod units;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use crate::balance::Strategy;
 use crate::checkpoint::NameCase;
-use crate::secret::Secret;
-pub use crate::sink::Codec;
+use crate::credential::CredentialSpec;
+use crate::eventhubs::{ConnectionString, EventPosition, FullyQualifiedNamespace};
+use crate::sink::path_format::PathFormat;
+use crate::sink::{Codec, WindowSettings};
+use crate::storage::StorageAccount;
 use reader::{Ctx, Section};
 
 pub use path_format::{DEFAULT_PATH_FORMAT, PATH_FORMAT_TOKENS};
@@ -63,7 +74,7 @@ pub struct EventHubConfig {
     /// Consumer group whose position hubcap keeps.
     pub consumer_group: String,
     /// Where to start in a partition that has no checkpoint yet.
-    pub start_position: StartPosition,
+    pub start_position: EventPosition,
     /// Link credit: events the service may send ahead of processing.
     pub prefetch: u32,
     /// Caps the credit further so that about this many bytes are in flight, at the event
@@ -88,51 +99,30 @@ pub struct EventHubConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventHubConnection {
-    /// An Event Hubs connection string (SAS key or signature), already checked to parse.
-    ConnectionString(Secret),
+    /// An Event Hubs connection string (SAS key or signature), parsed; its secrets stay
+    /// redacted in `Debug`.
+    ConnectionString(ConnectionString),
     /// Entra ID: a namespace host and a credential that yields tokens for it.
     Credential {
         /// `<namespace>.servicebus.windows.net`, optionally with `:port`.
-        fully_qualified_namespace: String,
+        fully_qualified_namespace: FullyQualifiedNamespace,
         /// Where the Entra ID tokens come from.
-        credential: CredentialConfig,
+        credential: CredentialSpec,
     },
 }
 
-/// An Entra ID credential (azure_identity), written as `credential = { type = "..." }`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CredentialConfig {
-    /// Kubernetes workload identity: the federated token file and the `AZURE_*` variables.
-    WorkloadIdentity,
-    /// The VM's or pod's managed identity.
-    ManagedIdentity {
-        /// Picks a user-assigned identity; the system-assigned one when `None`.
-        client_id: Option<String>,
-    },
-    /// The signed-in Azure CLI user, for development.
-    AzureCli,
-    /// An app registration's client secret.
-    ClientSecret {
-        /// Directory (tenant) of the app registration.
-        tenant_id: String,
-        /// Application (client) id of the app registration.
-        client_id: String,
-        /// From `client_secret` or `client_secret_file`.
-        client_secret: Secret,
-    },
-}
-
-/// Where to start reading a partition that has no checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartPosition {
-    /// The oldest event still retained.
-    Earliest,
-    /// Only events enqueued after the receiver opens.
-    Latest,
-    /// The event with this sequence number (inclusive).
-    SequenceNumber(i64),
-    /// The first event enqueued at or after this time.
-    EnqueuedTime(SystemTime),
+impl EventHubConnection {
+    /// The namespace name checkpoint records start with: the host as the Python SDK keeps it
+    /// (with `:port` when the endpoint has one), so hubcap and SDK processors share records.
+    pub fn fully_qualified_namespace(&self) -> String {
+        match self {
+            EventHubConnection::ConnectionString(parsed) => parsed.fully_qualified_namespace(),
+            EventHubConnection::Credential {
+                fully_qualified_namespace,
+                ..
+            } => fully_qualified_namespace.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,27 +135,11 @@ pub enum CheckpointStoreConfig {
     /// Blobs in the official SDKs' layout, shared with other hubcap instances and SDK consumers.
     AzureBlob {
         /// The storage account and how to authenticate to it.
-        storage: StorageConfig,
+        storage: StorageAccount,
         /// Container name; taken from the URL when the storage is a `container_url`.
         container: String,
         /// How blob names are cased; must match the other consumers of the same store.
         blob_name_case: NameCase,
-    },
-}
-
-/// How to reach a storage account: used by the blob checkpoint store and the `avro_blob` sink.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StorageConfig {
-    /// An Azure Storage connection string with an account key or a SAS.
-    ConnectionString(Secret),
-    /// An `https` URL of the container with a SAS query; it names the container.
-    ContainerUrl(Secret),
-    /// The account's blob endpoint and an Entra ID credential.
-    AccountUrl {
-        /// `https://<account>.blob.core.windows.net`, without a query.
-        account_url: String,
-        /// Where the Entra ID tokens come from.
-        credential: CredentialConfig,
     },
 }
 
@@ -181,30 +155,13 @@ pub struct LoadBalancingConfig {
     pub owner_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// Claim one partition per cycle until the split is even: little churn.
-    Balanced,
-    /// Claim every partition owed at once: faster start, more contention.
-    Greedy,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     /// Which sink and its own settings.
     pub kind: SinkKind,
-    /// When a partition's window closes and is committed.
-    pub window: WindowConfig,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowConfig {
-    /// Key `max_window`: a window closes this long after its first event.
-    pub max_age: Duration,
-    /// Key `max_window_bytes`: a window closes once its events reach this many bytes.
-    pub max_bytes: u64,
-    /// Write nothing for a window without events (Capture writes empty files).
-    pub skip_empty: bool,
+    /// When a partition's window closes and is committed: keys `max_window`,
+    /// `max_window_bytes` and `skip_empty`.
+    pub window: WindowSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -216,7 +173,7 @@ pub enum SinkKind {
         /// Root directory of the archive.
         path: PathBuf,
         /// File path under `path`, from tokens; `.avro` is appended.
-        path_format: String,
+        path_format: PathFormat,
         /// Avro block compression.
         codec: Codec,
         /// Permissions of the files written (octal in the config, `"0640"`).
@@ -225,11 +182,12 @@ pub enum SinkKind {
     /// Capture-compatible Avro block blobs.
     AvroBlob {
         /// The storage account and how to authenticate to it.
-        storage: StorageConfig,
+        storage: StorageAccount,
         /// Container name; taken from the URL when the storage is a `container_url`.
         container: String,
-        /// Blob name, from tokens; `.avro` is appended.
-        path_format: String,
+        /// Blob name, from tokens; `.avro` is appended. Never uses `{LastSequenceNumber}`:
+        /// a blob is named when its window opens.
+        path_format: PathFormat,
         /// Avro block compression.
         codec: Codec,
         /// Size of the blocks staged while a window is open.

@@ -1,17 +1,28 @@
 //! Checks an archive path template (`path_format`) before any file is named with it. The parsing
 //! is the sink's own ([`PathFormat::parse`]), so what validation accepts is exactly what the sink
 //! can render; this module only turns its problems into config messages.
+//!
+//! The default format is parsed here too; a test below proves that it parses.
 
 use crate::sink::path_format::PathFormat;
 
 pub use crate::sink::path_format::{DEFAULT_PATH_FORMAT, PATH_FORMAT_TOKENS};
 
+/// `format` parsed, or every problem with it.
+pub(super) fn parse(format: &str) -> Result<PathFormat, Vec<String>> {
+    PathFormat::parse(format)
+        .map_err(|error| error.problems().iter().map(ToString::to_string).collect())
+}
+
+/// Capture's default format, parsed.
+pub(super) fn default() -> PathFormat {
+    PathFormat::parse(DEFAULT_PATH_FORMAT).expect("the default path format parses")
+}
+
 /// Every problem with `format`, empty when it is usable.
-pub(super) fn check(format: &str) -> Vec<String> {
-    match PathFormat::parse(format) {
-        Ok(_) => Vec::new(),
-        Err(error) => error.problems().iter().map(ToString::to_string).collect(),
-    }
+#[cfg(test)]
+fn check(format: &str) -> Vec<String> {
+    parse(format).err().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -25,6 +36,7 @@ mod tests {
     #[test]
     fn default_and_sequence_formats_are_accepted() {
         assert_eq!(check(DEFAULT_PATH_FORMAT), Vec::<String>::new());
+        assert_eq!(default().as_str(), DEFAULT_PATH_FORMAT);
         let with_sequence = "{EventHub}/{ConsumerGroup}/{PartitionId}/{FirstSequenceNumber}";
         assert_eq!(check(with_sequence), Vec::<String>::new());
         let literal_text = "archive/{PartitionId}/{Year}-{Month}-{Day}T{Hour}{Minute}{Second}";

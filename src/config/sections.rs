@@ -10,8 +10,9 @@ use super::storage;
 use super::units::format_duration;
 use super::{
     CheckpointStoreConfig, HttpConfig, LoadBalancingConfig, LogConfig, LogFormat, RuntimeConfig,
-    ShutdownConfig, Strategy,
+    ShutdownConfig,
 };
+use crate::balance::Strategy;
 use crate::checkpoint::NameCase;
 use crate::suggest::did_you_mean;
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::reader::{Ctx, Entry, Lookup, Section};
 use super::units::{GIB, KIB, MIB};
-use super::{path_format, storage, Codec, SinkConfig, SinkKind, WindowConfig};
+use super::{path_format, storage, SinkConfig, SinkKind};
+use crate::sink::path_format::PathFormat;
+use crate::sink::{Codec, WindowSettings};
 
 pub(super) const KEYS: &[&str] = &[
     "type",
@@ -42,15 +44,12 @@ const DEFAULT_ARCHIVE_PATH: &str = "/var/lib/hubcap/capture";
 const DEFAULT_FILE_MODE: u32 = 0o600;
 const DEFAULT_BLOCK_SIZE: u64 = 4 * MIB;
 
-impl Default for WindowConfig {
-    fn default() -> Self {
-        Self {
-            max_age: Duration::from_secs(300),
-            max_bytes: 300 * MIB,
-            skip_empty: true,
-        }
-    }
-}
+/// The window when `[sink]` sets none of its keys.
+pub(super) const DEFAULT_WINDOW: WindowSettings = WindowSettings {
+    max_age: Duration::from_secs(300),
+    max_bytes: 300 * MIB,
+    skip_empty: true,
+};
 
 #[derive(Clone, Copy)]
 enum Type {
@@ -66,8 +65,8 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<SinkConfig> {
         ("stdout", Type::Stdout),
     ];
     let kind = section.choice(ctx, "type", "sink type", &types, Type::AvroFile);
-    let defaults = WindowConfig::default();
-    let window = WindowConfig {
+    let defaults = DEFAULT_WINDOW;
+    let window = WindowSettings {
         max_age: section.duration(
             ctx,
             "max_window",
@@ -87,7 +86,7 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<SinkConfig> {
                 Some(entry) => ctx.path(&entry),
                 None => Some(PathBuf::from(DEFAULT_ARCHIVE_PATH)),
             };
-            let path_format = path_format(ctx, &mut section);
+            let path_format = path_format(ctx, &mut section).map(|(format, _)| format);
             let codec = codec(ctx, &mut section);
             let file_mode = match section.take("file_mode") {
                 Some(entry) => file_mode(ctx, &entry),
@@ -104,7 +103,21 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<SinkConfig> {
         }
         Lookup::Present(Type::AvroBlob) => {
             let storage = storage::parse(ctx, &mut section);
-            let path_format = path_format(ctx, &mut section);
+            let path_format = path_format(ctx, &mut section).and_then(|(format, entry)| {
+                // A blob's name is fixed when its window opens, before its last event is known.
+                let check =
+                    if format.as_str().contains("{LastSequenceNumber}") {
+                        Err("{LastSequenceNumber} is not available with sink type \"avro_blob\": a \
+                         blob is named when its window opens; use {FirstSequenceNumber}"
+                        .to_owned())
+                    } else {
+                        Ok(())
+                    };
+                match entry {
+                    Some(entry) => ctx.checked(&entry, format, check),
+                    None => Some(format),
+                }
+            });
             let codec = codec(ctx, &mut section);
             let block_size =
                 section.size(ctx, "block_size", DEFAULT_BLOCK_SIZE, 64 * KIB..=100 * MIB);
@@ -130,16 +143,24 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<SinkConfig> {
     })
 }
 
-fn path_format(ctx: &mut Ctx, section: &mut Section) -> Option<String> {
+/// `path_format`, parsed, with its entry (`None` for the default).
+fn path_format<'d>(
+    ctx: &mut Ctx,
+    section: &mut Section<'d>,
+) -> Option<(PathFormat, Option<Entry<'d>>)> {
     let Some(entry) = section.take("path_format") else {
-        return Some(path_format::DEFAULT_PATH_FORMAT.to_owned());
+        return Some((path_format::default(), None));
     };
     let format = ctx.string(&entry)?;
-    let problems = path_format::check(&format);
-    for problem in &problems {
-        ctx.error(&entry.key, entry.line, problem.as_str());
+    match path_format::parse(&format) {
+        Ok(format) => Some((format, Some(entry))),
+        Err(problems) => {
+            for problem in &problems {
+                ctx.error(&entry.key, entry.line, problem.as_str());
+            }
+            None
+        }
     }
-    problems.is_empty().then_some(format)
 }
 
 /// `codec` and its `compression_level`, which only deflate and zstd take.

@@ -2,9 +2,14 @@
 //! `avro_blob`): exactly one of a connection string, a container SAS URL, or an account URL with
 //! a credential, plus the container. Nothing here repeats a connection string or a SAS URL in an
 //! error: they carry keys and signatures.
+//!
+//! The checks here name every problem in the config's terms; once they pass,
+//! [`StorageAccount::check`] runs what the blob client itself would refuse at start, so the two
+//! cannot disagree.
 
+use super::credential;
 use super::reader::{Ctx, Entry, Lookup, Section};
-use super::{credential, StorageConfig};
+use crate::storage::{StorageAccount, StorageError};
 
 /// Storage keys, in the order they are documented.
 pub(super) const KEYS: &[&str] = &[
@@ -18,7 +23,24 @@ pub(super) const KEYS: &[&str] = &[
 ];
 
 /// Reads the storage keys of `section`; returns the storage and the container name.
-pub(super) fn parse(ctx: &mut Ctx, section: &mut Section) -> Option<(StorageConfig, String)> {
+pub(super) fn parse(ctx: &mut Ctx, section: &mut Section) -> Option<(StorageAccount, String)> {
+    let (storage, container, entry) = account(ctx, section)?;
+    if let Err(error) = storage.check(&container) {
+        let message = match error {
+            StorageError::Config { reason } => reason,
+            other => other.to_string(),
+        };
+        ctx.error(&entry.key, entry.line, message);
+        return None;
+    }
+    Some((storage, container))
+}
+
+/// The storage account, its container, and the key that chose the account.
+fn account<'d>(
+    ctx: &mut Ctx,
+    section: &mut Section<'d>,
+) -> Option<(StorageAccount, String, Entry<'d>)> {
     let connection_string = section.secret_or_file(ctx, "connection_string");
     let container_url = section.secret_or_file(ctx, "container_url");
     let account_url = section.take("account_url");
@@ -51,13 +73,14 @@ pub(super) fn parse(ctx: &mut Ctx, section: &mut Section) -> Option<(StorageConf
         (Lookup::Invalid, _) | (_, Lookup::Invalid) => None,
         (Lookup::Present((secret, entry)), _) => {
             let checked = check_connection_string(secret.expose());
+            let valid = checked.is_ok();
             if let Err(problems) = checked {
                 for problem in problems {
                     ctx.error(&entry.key, entry.line, problem);
                 }
             }
-            let container = required_container(ctx, section, container);
-            Some((StorageConfig::ConnectionString(secret), container?))
+            let container = required_container(ctx, section, container)?;
+            valid.then_some((StorageAccount::ConnectionString(secret), container, entry))
         }
         (_, Lookup::Present((secret, entry))) => {
             if let Some(container) = &container {
@@ -65,7 +88,7 @@ pub(super) fn parse(ctx: &mut Ctx, section: &mut Section) -> Option<(StorageConf
                 ctx.error(&container.key, container.line, message);
             }
             match container_from_url(secret.expose()) {
-                Ok(name) => Some((StorageConfig::ContainerUrl(secret), name)),
+                Ok(name) => Some((StorageAccount::ContainerUrl(secret), name, entry)),
                 Err(problem) => {
                     ctx.error(&entry.key, entry.line, problem);
                     None
@@ -73,20 +96,21 @@ pub(super) fn parse(ctx: &mut Ctx, section: &mut Section) -> Option<(StorageConf
             }
         }
         (Lookup::Absent, Lookup::Absent) => match (account_url, credential) {
-            (Some(account_url), Some(credential)) => {
-                let url = ctx.name(&account_url).and_then(|url| {
+            (Some(entry), Some(credential)) => {
+                let url = ctx.name(&entry).and_then(|url| {
                     let check = check_account_url(&url);
-                    ctx.checked(&account_url, url, check)
+                    ctx.checked(&entry, url, check)
                 });
                 let credential = credential::parse(ctx, &credential);
                 let container = required_container(ctx, section, container);
                 let storage = url.zip(credential).map(|(account_url, credential)| {
-                    StorageConfig::AccountUrl {
+                    StorageAccount::AccountUrl {
                         account_url,
                         credential,
                     }
                 });
-                storage.zip(container)
+                let (storage, container) = storage.zip(container)?;
+                Some((storage, container, entry))
             }
             (Some(account_url), None) => {
                 let message = "account_url needs a credential, such as \
@@ -224,8 +248,9 @@ fn is_base64(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
 }
 
-/// Scheme and host of an http(s) URL; plain http only for a local emulator (Azurite).
-fn check_scheme(url: &str, key: &str) -> Result<(), String> {
+/// Scheme and host of an http(s) URL; plain http only for a local emulator (Azurite), and only
+/// when `local_http` (a SAS may travel in the clear to localhost, an Entra ID token may not).
+fn check_scheme(url: &str, key: &str, local_http: bool) -> Result<(), String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| format!("{key} must be an https URL"))?;
@@ -234,7 +259,10 @@ fn check_scheme(url: &str, key: &str) -> Result<(), String> {
     let local = host == "localhost" || host.starts_with("127.") || host == "[::1]";
     match scheme {
         "https" if !host.is_empty() => Ok(()),
-        "http" if local => Ok(()),
+        "http" if local && local_http => Ok(()),
+        "http" if !local_http => Err(format!(
+            "{key} must be https: an Entra ID credential is never sent over plain http"
+        )),
         "http" => Err(format!(
             "{key} must be https (plain http only for a local emulator on localhost)"
         )),
@@ -245,7 +273,7 @@ fn check_scheme(url: &str, key: &str) -> Result<(), String> {
 /// A container SAS URL: `https://<account>.blob.core.windows.net/<container>?<SAS>`, or
 /// `http://127.0.0.1:10000/<account>/<container>?<SAS>` for Azurite. Returns the container.
 pub(super) fn container_from_url(url: &str) -> Result<String, String> {
-    check_scheme(url, "container_url")?;
+    check_scheme(url, "container_url", true)?;
     let (address, query) = url.split_once('?').unwrap_or((url, ""));
     let has_signature = query
         .split('&')
@@ -271,7 +299,7 @@ pub(super) fn container_from_url(url: &str) -> Result<String, String> {
 
 /// The account's blob endpoint, for use with a credential; a SAS belongs in `container_url`.
 fn check_account_url(url: &str) -> Result<(), String> {
-    check_scheme(url, "account_url")?;
+    check_scheme(url, "account_url", false)?;
     if url.contains('?') {
         return Err("account_url must not carry a query; for a SAS use container_url".into());
     }
@@ -386,7 +414,8 @@ mod tests {
     #[test]
     fn account_urls_are_https_without_a_query() {
         assert!(check_account_url("https://acct.blob.core.windows.net").is_ok());
-        assert!(check_account_url("http://localhost:10000/devstoreaccount1").is_ok());
+        let local = check_account_url("http://localhost:10000/devstoreaccount1").unwrap_err();
+        assert!(local.contains("never sent over plain http"), "{local}");
         assert!(check_account_url("https://acct.blob.core.windows.net/?sig=x").is_err());
         assert!(check_account_url("acct.blob.core.windows.net").is_err());
     }

@@ -1,6 +1,15 @@
 //! Whole-document tests of [`parse`]: defaults, every kind of section, error formatting.
 
 use super::*;
+use crate::secret::Secret;
+
+fn connection_string(text: &str) -> EventHubConnection {
+    EventHubConnection::ConnectionString(ConnectionString::parse(text).unwrap())
+}
+
+fn path_format(text: &str) -> PathFormat {
+    PathFormat::parse(text).unwrap()
+}
 
 const HUB: &str = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;\
                    SharedAccessKey=SECRETKEY0123;EntityPath=telemetry";
@@ -27,13 +36,10 @@ fn minimal() -> String {
 fn a_connection_string_with_entity_path_is_a_whole_config() {
     let config = parse_ok(&minimal());
     let eventhub = &config.eventhub;
-    assert_eq!(
-        eventhub.connection,
-        EventHubConnection::ConnectionString(Secret::new(HUB))
-    );
+    assert_eq!(eventhub.connection, connection_string(HUB));
     assert_eq!(eventhub.name, "telemetry");
     assert_eq!(eventhub.consumer_group, "$Default");
-    assert_eq!(eventhub.start_position, StartPosition::Earliest);
+    assert_eq!(eventhub.start_position, EventPosition::Earliest);
     assert_eq!(eventhub.prefetch, 300);
     assert_eq!(eventhub.prefetch_bytes, 1 << 20);
     assert_eq!(eventhub.owner_level, 0);
@@ -62,14 +68,14 @@ fn a_connection_string_with_entity_path_is_a_whole_config() {
         config.sink.kind,
         SinkKind::AvroFile {
             path: "/var/lib/hubcap/capture".into(),
-            path_format: DEFAULT_PATH_FORMAT.into(),
+            path_format: path_format(DEFAULT_PATH_FORMAT),
             codec: Codec::Null,
             file_mode: 0o600,
         }
     );
     assert_eq!(
         config.sink.window,
-        WindowConfig {
+        WindowSettings {
             max_age: Duration::from_secs(300),
             max_bytes: 300 << 20,
             skip_empty: true
@@ -108,10 +114,7 @@ fn environment_variables_fill_strings_and_numbers() {
                 consumer_group = \"${GROUP:-$Default}\"\n[sink]\ntype = \"stdout\"\n\
                 skip_empty = \"${SKIP:-false}\"\n";
     let config = parse(text, "hubcap.toml", &env).unwrap();
-    assert_eq!(
-        config.eventhub.connection,
-        EventHubConnection::ConnectionString(Secret::new(HUB))
-    );
+    assert_eq!(config.eventhub.connection, connection_string(HUB));
     assert_eq!(config.eventhub.prefetch, 1000);
     assert_eq!(config.eventhub.owner_level, 0);
     assert_eq!(config.eventhub.consumer_group, "$Default");
@@ -127,8 +130,9 @@ fn entra_id_credentials_inline_or_as_a_table() {
     assert_eq!(
         config.eventhub.connection,
         EventHubConnection::Credential {
-            fully_qualified_namespace: "ns.servicebus.windows.net".into(),
-            credential: CredentialConfig::ManagedIdentity {
+            fully_qualified_namespace: FullyQualifiedNamespace::parse("ns.servicebus.windows.net")
+                .unwrap(),
+            credential: CredentialSpec::ManagedIdentity {
                 client_id: Some("abc".into())
             },
         }
@@ -149,7 +153,7 @@ fn entra_id_credentials_inline_or_as_a_table() {
     };
     assert_eq!(
         credential,
-        CredentialConfig::ClientSecret {
+        CredentialSpec::ClientSecret {
             tenant_id: "t".into(),
             client_id: "c".into(),
             client_secret: Secret::new("from-a-file"),
@@ -178,18 +182,18 @@ fn blob_store_and_blob_sink_take_every_storage_form() {
     else {
         panic!("expected a blob store");
     };
-    assert!(matches!(storage, StorageConfig::ContainerUrl(_)));
+    assert!(matches!(storage, StorageAccount::ContainerUrl(_)));
     assert_eq!(container, "ckpt");
     assert_eq!(blob_name_case, NameCase::Verbatim);
     assert_eq!(
         config.sink.kind,
         SinkKind::AvroBlob {
-            storage: StorageConfig::AccountUrl {
+            storage: StorageAccount::AccountUrl {
                 account_url: "https://acct.blob.core.windows.net".into(),
-                credential: CredentialConfig::WorkloadIdentity,
+                credential: CredentialSpec::WorkloadIdentity,
             },
             container: "capture".into(),
-            path_format: "{PartitionId}/{FirstSequenceNumber}".into(),
+            path_format: path_format("{PartitionId}/{FirstSequenceNumber}"),
             codec: Codec::Zstd { level: 9 },
             block_size: 8 << 20,
         }
@@ -210,7 +214,10 @@ fn the_other_sections_take_their_values() {
     let config = parse_ok(&text);
     assert_eq!(
         config.eventhub.start_position,
-        StartPosition::SequenceNumber(42)
+        EventPosition::SequenceNumber {
+            sequence_number: 42,
+            inclusive: true
+        }
     );
     assert_eq!(
         config.load_balancing,

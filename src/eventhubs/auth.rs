@@ -263,7 +263,7 @@ impl CbsLink {
 
 /// `status-code` and `status-description` of a `$cbs` or `$management` response (either
 /// spelling the service uses).
-pub fn status_of(response: &Message<Body<Value>>) -> (Option<i32>, String) {
+pub(super) fn status_of(response: &Message<Body<Value>>) -> (Option<i32>, String) {
     let props = response.application_properties.as_ref();
     let get = |a: &str, b: &str| props.and_then(|p| p.0.get(a).or_else(|| p.0.get(b)));
     let status = match get("status-code", "statusCode") {

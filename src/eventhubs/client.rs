@@ -11,6 +11,7 @@ use fe2o3_amqp::Connection;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::auth::{renewal_time, CbsLink, Credential};
@@ -46,20 +47,20 @@ impl ClientSettings {
     }
 }
 
-/// An open connection: the fe2o3 handle, its `$cbs` link and the token-renewal task.
+/// An open connection: the fe2o3 handle, and the token that says it broke.
 #[derive(Debug)]
-pub struct LiveConnection {
+pub(crate) struct LiveConnection {
     /// Needed to begin sessions; held only for that instant.
     pub(crate) handle: Mutex<ConnectionHandle<()>>,
     /// Cancelled when any user of the connection sees it fail, so the next caller reopens.
     pub(crate) broken: CancellationToken,
     /// Which connection this is (1, 2, ...), for logs.
-    pub generation: u64,
+    pub(crate) generation: u64,
 }
 
 impl LiveConnection {
     /// Marks the connection as unusable; the next `EventHubClient::connection` reopens.
-    pub fn mark_broken(&self) {
+    pub(crate) fn mark_broken(&self) {
         self.broken.cancel();
     }
 }
@@ -70,8 +71,11 @@ pub struct EventHubClient {
     tls: Option<tokio_rustls::TlsConnector>,
     current: Mutex<Option<Arc<LiveConnection>>>,
     generation: std::sync::atomic::AtomicU64,
-    /// Cancelled by `close`: stops token renewal.
+    /// Cancelled by `close`; every connection's `broken` token is its child, so this also
+    /// stops every token renewal.
     closed: CancellationToken,
+    /// The token-renewal tasks, one per connection that needs one; `close` waits for them.
+    renewals: TaskTracker,
 }
 
 impl std::fmt::Debug for EventHubClient {
@@ -96,6 +100,7 @@ impl EventHubClient {
             current: Mutex::new(None),
             generation: Default::default(),
             closed: CancellationToken::new(),
+            renewals: TaskTracker::new(),
         })
     }
 
@@ -115,7 +120,7 @@ impl EventHubClient {
     }
 
     /// The open connection, opening a new one if there is none or the last one broke.
-    pub async fn connection(&self) -> Result<Arc<LiveConnection>, EventHubsError> {
+    pub(crate) async fn connection(&self) -> Result<Arc<LiveConnection>, EventHubsError> {
         let mut current = self.current.lock().await;
         if let Some(live) = current.as_ref() {
             let usable = !live.broken.is_cancelled() && !live.handle.lock().await.is_closed();
@@ -183,7 +188,8 @@ impl EventHubClient {
             generation,
         });
         if self.settings.credential.renewable() {
-            tokio::spawn(renew_tokens(
+            // Ends when this connection breaks or the client closes; `close` awaits it.
+            self.renewals.spawn(renew_tokens(
                 cbs,
                 self.settings.credential.clone(),
                 audience,
@@ -194,12 +200,14 @@ impl EventHubClient {
         Ok(live)
     }
 
-    /// Closes the current connection and stops token renewal.
+    /// Closes the current connection and waits for every token renewal to stop.
     pub async fn close(&self) {
         self.closed.cancel();
         if let Some(live) = self.current.lock().await.take() {
             let _ = live.handle.lock().await.close().await;
         }
+        self.renewals.close();
+        self.renewals.wait().await;
     }
 }
 
@@ -220,12 +228,15 @@ async fn renew_tokens(
             _ = tokio::time::sleep(wait) => {}
             _ = live.broken.cancelled() => break,
         }
-        let renewed = async {
+        let renewal = async {
             let (token, token_type) = credential.token_for(&audience).await?;
             cbs.put_token(&audience, &token, token_type).await?;
             Ok::<_, EventHubsError>(token.expires_at)
-        }
-        .await;
+        };
+        let renewed = tokio::select! {
+            renewed = renewal => renewed,
+            _ = live.broken.cancelled() => break,
+        };
         match renewed {
             Ok(new_expiry) => {
                 debug!(generation = live.generation, "token renewed");
@@ -249,6 +260,25 @@ async fn renew_tokens(
     cbs.close().await;
 }
 
+/// Reads the PEM certificates of `path` into `roots`.
+fn add_ca_file(roots: &mut rustls::RootCertStore, path: &std::path::Path) -> Result<(), String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("a PEM block cannot be decoded ({e})"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("a certificate cannot be used ({e})"))?;
+    }
+    Ok(())
+}
+
+/// Whether `path` holds PEM certificates the client can trust, as [`EventHubClient::new`]
+/// will read them: config validation asks, so that `check-config` refuses what the daemon
+/// would refuse at start.
+pub fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
+    add_ca_file(&mut rustls::RootCertStore::empty(), path)
+}
+
 fn tls_connector(
     ca_file: Option<&std::path::Path>,
 ) -> Result<tokio_rustls::TlsConnector, EventHubsError> {
@@ -260,15 +290,8 @@ fn tls_connector(
         let _ = roots.add(cert);
     }
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
+        add_ca_file(&mut roots, path)
             .map_err(|e| settings_error(format!("ca_file {}: {e}", path.display())))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert =
-                cert.map_err(|e| settings_error(format!("ca_file {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| settings_error(format!("ca_file {}: {e}", path.display())))?;
-        }
     }
     if roots.is_empty() {
         return Err(settings_error(

@@ -114,6 +114,58 @@ impl ConnectionString {
     }
 }
 
+/// A namespace host with an optional port, as `fully_qualified_namespace` names it for Entra ID:
+/// `mynamespace.servicebus.windows.net`, or `localhost:5671` for a proxy or emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullyQualifiedNamespace {
+    /// Host name, without scheme, port or path.
+    pub host: String,
+    /// The port, when one is given; amqps' 5671 otherwise.
+    pub port: Option<u16>,
+}
+
+impl FullyQualifiedNamespace {
+    /// A host name (letters, digits, `.` and `-`), optionally with `:port`, without scheme or
+    /// path. The message names what is expected, with the text as found.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let expected = "expected a host name such as \"mynamespace.servicebus.windows.net\"";
+        if text.contains("://") || text.contains('/') {
+            return Err(format!(
+                "{expected}, without scheme or path; found {text:?}"
+            ));
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port.parse::<u16>())),
+            None => (text, None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        match port {
+            Some(Ok(port)) if host_ok => Ok(Self {
+                host: host.to_owned(),
+                port: Some(port),
+            }),
+            None if host_ok => Ok(Self {
+                host: host.to_owned(),
+                port: None,
+            }),
+            _ => Err(format!("{expected}, found {text:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for FullyQualifiedNamespace {
+    /// `host` or `host:port`, the form checkpoint records start with.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => f.write_str(&self.host),
+        }
+    }
+}
+
 fn parse_endpoint(endpoint: &str) -> Result<(String, Option<u16>), ConnectionStringError> {
     let bad = || ConnectionStringError::BadEndpoint {
         endpoint: endpoint.to_owned(),
@@ -214,6 +266,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, ConnectionStringError::MalformedPart { position: 2 });
         assert!(!err.to_string().contains("supersecret"), "{err}");
+    }
+
+    #[test]
+    fn namespaces_are_host_names_with_an_optional_port() {
+        let parsed = FullyQualifiedNamespace::parse("ns.servicebus.windows.net").unwrap();
+        assert_eq!(parsed.to_string(), "ns.servicebus.windows.net");
+        assert_eq!(parsed.port, None);
+        let parsed = FullyQualifiedNamespace::parse("localhost:5672").unwrap();
+        assert_eq!(
+            (parsed.host.as_str(), parsed.port),
+            ("localhost", Some(5672))
+        );
+        let scheme = FullyQualifiedNamespace::parse("sb://ns.servicebus.windows.net/").unwrap_err();
+        assert!(scheme.contains("without scheme"), "{scheme}");
+        for bad in [
+            "ns:port",
+            "ns:",
+            ":5671",
+            "ns_1.servicebus.windows.net",
+            "ns:70000",
+        ] {
+            assert!(FullyQualifiedNamespace::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -27,7 +27,6 @@ use super::event::{decode, ReceivedEvent};
 
 const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
 const EPOCH_PROPERTY: &str = "com.microsoft:epoch";
-const RUNTIME_METRIC: &str = "com.microsoft:enable-receiver-runtime-metric";
 
 /// Where a receiver starts reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,13 +84,12 @@ pub struct ReceiverOptions {
     pub prefetch_bytes: u64,
     /// `com.microsoft:epoch`; `None` attaches a non-epoch receiver.
     pub owner_level: Option<i64>,
-    /// Ask the service for last-enqueued information on every event (runtime-metric delivery
-    /// annotations). Off by default: decoding them costs about as much as the rest of the
-    /// event's annotations; hubcap samples lag through `$management` instead.
-    pub track_last_enqueued: bool,
 }
 
-/// The service's view of the partition's end, from runtime-metric delivery annotations.
+/// The service's view of the partition's end. hubcap never asks for it on the receive link
+/// (decoding it on every event costs about as much as the rest of the event's annotations; lag
+/// is sampled through `$management` instead), so [`PartitionReceiver::last_enqueued`] is
+/// always `None`: both stay only until `partition.rs` stops calling it (issue 11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastEnqueued {
     pub sequence_number: i64,
@@ -105,7 +103,6 @@ pub struct PartitionReceiver {
     session: SessionHandle<()>,
     connection: Arc<LiveConnection>,
     budget: CreditBudget,
-    last_enqueued: Option<LastEnqueued>,
 }
 
 impl EventHubClient {
@@ -149,11 +146,7 @@ impl EventHubClient {
         if let Some(epoch) = options.owner_level {
             properties.insert(Symbol::from(EPOCH_PROPERTY), Value::Long(epoch));
         }
-        let mut builder = Receiver::builder();
-        if options.track_last_enqueued {
-            builder = builder.add_desired_capabilities(Symbol::from(RUNTIME_METRIC));
-        }
-        let attached = builder
+        let attached = Receiver::builder()
             .name(format!("hubcap-{partition_id}-{}", uuid::Uuid::new_v4()))
             .source(source)
             .target(format!("hubcap-receiver-{partition_id}"))
@@ -182,7 +175,6 @@ impl EventHubClient {
             session,
             connection,
             budget,
-            last_enqueued: None,
         })
     }
 }
@@ -192,9 +184,9 @@ impl PartitionReceiver {
         &self.partition_id
     }
 
-    /// The last-enqueued information of the latest event that carried it.
+    /// Always `None`; see [`LastEnqueued`].
     pub fn last_enqueued(&self) -> Option<LastEnqueued> {
-        self.last_enqueued
+        None
     }
 
     /// Waits for at least one event, then takes every event already buffered, up to `max`.
@@ -237,9 +229,6 @@ impl PartitionReceiver {
     ) -> Result<(), EventHubsError> {
         let delivery = delivery.map_err(|e| self.link_error(e))?;
         let message = delivery.into_message();
-        if let Some(annotations) = &message.delivery_annotations {
-            self.last_enqueued = last_enqueued_of(annotations).or(self.last_enqueued);
-        }
         let event = decode(message).map_err(|e| EventHubsError::Protocol {
             reason: format!("partition {}: {e}", self.partition_id),
         })?;
@@ -359,25 +348,6 @@ fn attach_error(error: ReceiverAttachError, connection: &LiveConnection) -> Even
             }
         }
     }
-}
-
-fn last_enqueued_of(
-    annotations: &fe2o3_amqp::types::messaging::DeliveryAnnotations,
-) -> Option<LastEnqueued> {
-    use fe2o3_amqp::types::messaging::annotations::OwnedKey;
-    let get = |name: &str| annotations.0.get(&OwnedKey::Symbol(Symbol::from(name)));
-    let sequence_number = match get("last_enqueued_sequence_number")? {
-        Value::Long(n) => *n,
-        _ => return None,
-    };
-    let enqueued_time_ms = match get("last_enqueued_time_utc") {
-        Some(Value::Timestamp(t)) => t.milliseconds(),
-        _ => 0,
-    };
-    Some(LastEnqueued {
-        sequence_number,
-        enqueued_time_ms,
-    })
 }
 
 #[cfg(test)]

@@ -16,8 +16,44 @@ use azure_core::http::Url;
 
 use super::shared_key::SharedKeyPolicy;
 use super::StorageError;
-use crate::config::StorageConfig;
-use crate::credential::token_credential;
+use crate::credential::{token_credential, CredentialSpec};
+use crate::secret::Secret;
+
+/// How to reach a storage account: used by the blob checkpoint store and the `avro_blob` sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageAccount {
+    /// An Azure Storage connection string with an account key or a SAS.
+    ConnectionString(Secret),
+    /// An `https` URL of the container with a SAS query; it names the container.
+    ContainerUrl(Secret),
+    /// The account's blob endpoint and an Entra ID credential.
+    AccountUrl {
+        /// `https://<account>.blob.core.windows.net`, without a query.
+        account_url: String,
+        /// Where the Entra ID tokens come from.
+        credential: CredentialSpec,
+    },
+}
+
+impl StorageAccount {
+    /// Everything [`super::BlobContainer::connect`] would refuse about this account and
+    /// `container`, without building a credential or a client: config validation runs it so
+    /// that `check-config` refuses what the daemon would refuse at start.
+    pub fn check(&self, container: &str) -> Result<(), StorageError> {
+        match self {
+            StorageAccount::AccountUrl { account_url, .. } => {
+                let url = container_url(account_url, container)?;
+                if url.scheme() != "https" {
+                    return Err(config_error(
+                        "an Entra ID credential needs an https account_url",
+                    ));
+                }
+                Ok(())
+            }
+            _ => Endpoint::resolve(self, container).map(drop),
+        }
+    }
+}
 
 /// Azurite's well-known development account (public: it is in Azurite's README).
 const DEVELOPMENT_ACCOUNT: &str = "devstoreaccount1";
@@ -52,9 +88,9 @@ fn config_error(reason: impl Into<String>) -> StorageError {
 impl Endpoint {
     /// Resolves `storage` for `container`. For a container URL the URL names the container and
     /// `container` must agree with it.
-    pub(super) fn resolve(storage: &StorageConfig, container: &str) -> Result<Self, StorageError> {
+    pub(super) fn resolve(storage: &StorageAccount, container: &str) -> Result<Self, StorageError> {
         match storage {
-            StorageConfig::ConnectionString(secret) => {
+            StorageAccount::ConnectionString(secret) => {
                 let parts = ConnectionString::parse(secret.expose())?;
                 let mut container_url = container_url(&parts.blob_endpoint()?, container)?;
                 let auth = match (&parts.account_key, &parts.shared_access_signature) {
@@ -84,7 +120,7 @@ impl Endpoint {
                     auth,
                 })
             }
-            StorageConfig::ContainerUrl(secret) => {
+            StorageAccount::ContainerUrl(secret) => {
                 let container_url = Url::parse(secret.expose())
                     .map_err(|err| config_error(format!("container_url is not a URL: {err}")))?;
                 let named = container_url
@@ -101,7 +137,7 @@ impl Endpoint {
                     auth: Auth::Sas,
                 })
             }
-            StorageConfig::AccountUrl {
+            StorageAccount::AccountUrl {
                 account_url,
                 credential,
             } => {
@@ -209,9 +245,8 @@ impl ConnectionString {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
 
-    fn resolve(storage: StorageConfig) -> Result<Endpoint, StorageError> {
+    fn resolve(storage: StorageAccount) -> Result<Endpoint, StorageError> {
         Endpoint::resolve(&storage, "checkpoints")
     }
 
@@ -235,7 +270,7 @@ mod tests {
                 "http://127.0.0.1:10000/devstoreaccount1/checkpoints",
             ),
         ] {
-            let endpoint = resolve(StorageConfig::ConnectionString(Secret::new(text))).unwrap();
+            let endpoint = resolve(StorageAccount::ConnectionString(Secret::new(text))).unwrap();
             assert_eq!(endpoint.container_url.as_str(), expected, "{text}");
             assert!(matches!(endpoint.auth, Auth::SharedKey(_)), "{text}");
         }
@@ -244,7 +279,7 @@ mod tests {
     #[test]
     fn a_sas_goes_into_the_url_and_no_credential_is_used() {
         let text = "BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=?sv=2022-11-02&sig=abc%3D";
-        let endpoint = resolve(StorageConfig::ConnectionString(Secret::new(text))).unwrap();
+        let endpoint = resolve(StorageAccount::ConnectionString(Secret::new(text))).unwrap();
         assert_eq!(
             endpoint.container_url.as_str(),
             "https://acct.blob.core.windows.net/checkpoints?sv=2022-11-02&sig=abc%3D"
@@ -252,34 +287,59 @@ mod tests {
         assert!(matches!(endpoint.auth, Auth::Sas));
 
         let url = "http://127.0.0.1:10000/devstoreaccount1/checkpoints?sv=2022-11-02&sig=abc";
-        let endpoint = resolve(StorageConfig::ContainerUrl(Secret::new(url))).unwrap();
+        let endpoint = resolve(StorageAccount::ContainerUrl(Secret::new(url))).unwrap();
         assert_eq!(endpoint.container_url.as_str(), url);
         assert!(matches!(endpoint.auth, Auth::Sas));
+    }
+
+    #[test]
+    fn check_refuses_what_connect_refuses_without_building_a_credential() {
+        let account = |url: &str| StorageAccount::AccountUrl {
+            account_url: url.into(),
+            credential: CredentialSpec::WorkloadIdentity,
+        };
+        // Workload identity would need AZURE_* variables to be built; check never builds it.
+        assert!(account("https://acct.blob.core.windows.net")
+            .check("capture")
+            .is_ok());
+        let plain = account("http://127.0.0.1:10000/devstoreaccount1").check("capture");
+        assert!(plain
+            .unwrap_err()
+            .to_string()
+            .contains("needs an https account_url"));
+        let key_without_name = StorageAccount::ConnectionString(Secret::new(
+            "BlobEndpoint=http://127.0.0.1:9/a;AccountKey=a2V5",
+        ));
+        let refused = key_without_name.check("capture").unwrap_err().to_string();
+        assert!(
+            refused.contains("AccountKey but no AccountName"),
+            "{refused}"
+        );
     }
 
     #[test]
     fn problems_are_named_without_the_secret() {
         for (storage, expected) in [
             (
-                StorageConfig::ConnectionString(Secret::new("AccountKey=S3CRET+KEY=")),
+                StorageAccount::ConnectionString(Secret::new("AccountKey=S3CRET+KEY=")),
                 "neither AccountName nor BlobEndpoint",
             ),
             (
-                StorageConfig::ConnectionString(Secret::new("AccountName=a;AccountKey=S3CRET!")),
+                StorageAccount::ConnectionString(Secret::new("AccountName=a;AccountKey=S3CRET!")),
                 "not valid base64",
             ),
             (
-                StorageConfig::ConnectionString(Secret::new(
+                StorageAccount::ConnectionString(Secret::new(
                     "BlobEndpoint=http://127.0.0.1:9/a;AccountKey=S3CRET+KEY=",
                 )),
                 "AccountKey but no AccountName",
             ),
             (
-                StorageConfig::ConnectionString(Secret::new("AccountName=a;S3CRET")),
+                StorageAccount::ConnectionString(Secret::new("AccountName=a;S3CRET")),
                 "part 2",
             ),
             (
-                StorageConfig::ContainerUrl(Secret::new(
+                StorageAccount::ContainerUrl(Secret::new(
                     "https://acct.blob.core.windows.net/other?sig=S3CRET",
                 )),
                 "names container \"other\"",

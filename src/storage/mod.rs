@@ -15,6 +15,7 @@ mod endpoint;
 mod error;
 mod shared_key;
 
+pub use endpoint::StorageAccount;
 pub use error::StorageError;
 
 use std::collections::HashMap;
@@ -35,7 +36,6 @@ use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 
-use crate::config::StorageConfig;
 use endpoint::{Auth, Endpoint};
 
 /// Tries per request: the first and two retries.
@@ -97,7 +97,7 @@ pub struct Written {
     pub last_modified: SystemTime,
 }
 
-/// One blob container, reached and authorized as a [`StorageConfig`] says. Cheap to clone.
+/// One blob container, reached and authorized as a [`StorageAccount`] says. Cheap to clone.
 #[derive(Clone)]
 pub struct BlobContainer {
     /// The crate's client; its pipeline carries the auth, retry and transport settings.
@@ -117,7 +117,7 @@ impl std::fmt::Debug for BlobContainer {
 
 impl BlobContainer {
     /// A client for `container` in the account `storage` names. Does no I/O.
-    pub fn connect(storage: &StorageConfig, container: &str) -> Result<Self, StorageError> {
+    pub fn connect(storage: &StorageAccount, container: &str) -> Result<Self, StorageError> {
         let Endpoint {
             container_url,
             auth,
@@ -480,7 +480,7 @@ mod tests {
 
     #[test]
     fn a_container_shows_its_name_but_never_its_sas() {
-        let storage = StorageConfig::ContainerUrl(crate::secret::Secret::new(
+        let storage = StorageAccount::ContainerUrl(crate::secret::Secret::new(
             "http://127.0.0.1:10000/devstoreaccount1/checkpoints?sv=2022-11-02&sig=S3CRET",
         ));
         let container = BlobContainer::connect(&storage, "checkpoints").unwrap();

@@ -9,9 +9,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use hubcap::config::Codec;
 use hubcap::eventhubs::{EventBody, PropertyValue, ReceivedEvent};
 use hubcap::sink::avro::CaptureWriter;
+use hubcap::sink::Codec;
 use hubcap_bench::{allocations, CountingAllocator};
 
 #[global_allocator]
