@@ -2,8 +2,8 @@
 //!
 //! Follow one event from the wire to a committed file and its checkpoint, in five files:
 //!
-//! 1. [`eventhubs::receiver`] receives it on a partition link, decoded into a
-//!    [`eventhubs::ReceivedEvent`];
+//! 1. `eventhubs/receiver.rs` receives it on a partition link ([`eventhubs::PartitionReceiver`]),
+//!    decoded into a [`eventhubs::ReceivedEvent`];
 //! 2. [`partition`] (`partition/mod.rs`) hands the batch to the partition's sink and, when the
 //!    sink reports a window committed, checkpoints it;
 //! 3. [`sink`] (`sink/mod.rs`): the [`sink::PartitionSink`] owns the window: it appends the

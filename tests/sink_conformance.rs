@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azurite::Azurite;
-use hubcap::config::StorageConfig;
 use hubcap::eventhubs::{EventBody, ReceivedEvent};
 use hubcap::secret::Secret;
 use hubcap::sink::blob::BlobSinkSettings;
@@ -22,6 +21,7 @@ use hubcap::sink::path_format::PathFormat;
 use hubcap::sink::stdout::{LineTarget, MemoryLines};
 use hubcap::sink::{Codec, PartitionSink, Sink, SinkError, WindowNames, WindowSettings};
 use hubcap::storage::BlobContainer;
+use hubcap::storage::StorageAccount;
 
 const PARTITION: &str = "3";
 const PATH_FORMAT: &str = "{EventHub}/p{PartitionId}/{Year}{Month}{Day}{Hour}{Minute}{Second}";
@@ -53,7 +53,7 @@ impl Subject {
 
     async fn blob() -> Self {
         let azurite = Azurite::start();
-        let storage = StorageConfig::ConnectionString(Secret::new(azurite.connection_string()));
+        let storage = StorageAccount::ConnectionString(Secret::new(azurite.connection_string()));
         let container = BlobContainer::connect(&storage, "archive").unwrap();
         container.create_container_if_missing().await.unwrap();
         Subject::Blob { azurite, container }

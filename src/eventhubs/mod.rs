@@ -15,8 +15,7 @@ mod connection_string;
 mod error;
 mod event;
 mod management;
-// Visible to the crate only while `partition.rs` names `receiver::LastEnqueued` (issue 11).
-pub(crate) mod receiver;
+mod receiver;
 mod sas;
 mod sender;
 

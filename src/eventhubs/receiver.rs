@@ -86,16 +86,6 @@ pub struct ReceiverOptions {
     pub owner_level: Option<i64>,
 }
 
-/// The service's view of the partition's end. hubcap never asks for it on the receive link
-/// (decoding it on every event costs about as much as the rest of the event's annotations; lag
-/// is sampled through `$management` instead), so [`PartitionReceiver::last_enqueued`] is
-/// always `None`: both stay only until `partition.rs` stops calling it (issue 11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LastEnqueued {
-    pub sequence_number: i64,
-    pub enqueued_time_ms: i64,
-}
-
 #[derive(Debug)]
 pub struct PartitionReceiver {
     partition_id: String,
@@ -182,11 +172,6 @@ impl EventHubClient {
 impl PartitionReceiver {
     pub fn partition_id(&self) -> &str {
         &self.partition_id
-    }
-
-    /// Always `None`; see [`LastEnqueued`].
-    pub fn last_enqueued(&self) -> Option<LastEnqueued> {
-        None
     }
 
     /// Waits for at least one event, then takes every event already buffered, up to `max`.

@@ -1,8 +1,7 @@
 //! The partition task's decisions, as pure functions: where to read next, what an error means
 //! for the partition, whether a silent receiver is stuck, and what expired unread.
 
-use crate::eventhubs::management::PartitionProperties;
-use crate::eventhubs::EventPosition;
+use crate::eventhubs::{EventPosition, PartitionProperties};
 use crate::recovery::Recovery;
 
 /// What the partition does after an error on its receive link.
