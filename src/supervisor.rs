@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::balance::{self, BalanceInput, Strategy};
-use crate::checkpoint::{Checkpoint, CheckpointStore, Ownership, Store, StoreError};
+use crate::checkpoint::{
+    Checkpoint, CheckpointStore, Ownership, OwnershipClaim, Store, StoreError,
+};
 use crate::eventhubs::{EventHubClient, EventHubsError, EventPosition};
 use crate::health::Health;
 use crate::lease::{CheckpointError, OwnershipLease};
@@ -168,20 +170,12 @@ impl Supervisor {
             },
             rng,
         );
-        // Records that name this instance without a running task (a restart with a fixed
-        // owner id) are claimed like any other partition.
-        let now = tokio::time::Instant::now();
-        let claims: Vec<_> = plan
-            .renewals
-            .into_iter()
-            .filter(|c| !owned.contains_key(&c.partition_id))
-            .chain(plan.claims)
-            .filter(|c| {
-                cooldown
-                    .get(&c.partition_id)
-                    .is_none_or(|until| *until <= now)
-            })
-            .collect();
+        let claims = claims_to_make(
+            plan.renewals.into_iter().chain(plan.claims),
+            |id| owned.contains_key(id),
+            cooldown,
+            tokio::time::Instant::now(),
+        );
         if claims.is_empty() {
             return Ok(());
         }
@@ -327,6 +321,28 @@ impl Supervisor {
     }
 }
 
+/// What a cycle claims of the plan. Records that name this instance without a running task (a
+/// restart with a fixed owner id) are claimed like any other partition. A partition with a
+/// running task is never claimed again, even when its record looks expired (renewals slower
+/// than the expiration): a second task would read it twice and delete the first one's staging;
+/// its lease renews it at the next cycle, or finds it taken. A partition lost a moment ago waits
+/// out its cooldown.
+fn claims_to_make(
+    planned: impl Iterator<Item = OwnershipClaim>,
+    running: impl Fn(&str) -> bool,
+    cooldown: &HashMap<String, tokio::time::Instant>,
+    now: tokio::time::Instant,
+) -> Vec<OwnershipClaim> {
+    planned
+        .filter(|c| !running(&c.partition_id))
+        .filter(|c| {
+            cooldown
+                .get(&c.partition_id)
+                .is_none_or(|until| *until <= now)
+        })
+        .collect()
+}
+
 /// The start position after a checkpoint (its offset, else its sequence number, exclusive),
 /// and the sequence number the first event should then have.
 pub fn start_after(
@@ -399,5 +415,27 @@ mod tests {
             (default.clone(), None)
         );
         assert_eq!(start_after(None, &default), (default.clone(), None));
+    }
+
+    #[test]
+    fn running_partitions_and_cooling_down_ones_are_never_claimed() {
+        let claim = |id: &str| OwnershipClaim {
+            partition_id: id.into(),
+            owner_id: "me".into(),
+            version: Some("v".into()),
+        };
+        let now = tokio::time::Instant::now();
+        let cooldown = HashMap::from([
+            ("2".to_owned(), now + Duration::from_secs(5)),
+            ("3".to_owned(), now - Duration::from_secs(1)),
+        ]);
+        let claims = claims_to_make(
+            ["0", "1", "2", "3"].into_iter().map(claim),
+            |id| id == "1",
+            &cooldown,
+            now,
+        );
+        let ids: Vec<_> = claims.iter().map(|c| c.partition_id.as_str()).collect();
+        assert_eq!(ids, ["0", "3"]);
     }
 }

@@ -408,3 +408,33 @@ macro_rules! conformance {
 conformance!(stdout, Subject::stdout());
 conformance!(avro_file, Subject::file());
 conformance!(avro_blob, Subject::blob().await);
+
+// ---------------------------------------------------------------------------------------------
+// Beyond the shared scenarios
+
+/// A staging file removed under an open window (by hand, or by a clean-up that mistook it for a
+/// dead run's) cannot be committed by any retry: the window is dropped for a re-read instead of
+/// failing forever.
+#[tokio::test]
+async fn avro_file_drops_a_window_whose_staging_file_vanished() {
+    let subject = Subject::file();
+    let mut sink = subject.open(NEVER);
+    sink.append(&events(0..5)).await.unwrap();
+    let Subject::File(dir) = &subject else {
+        unreachable!()
+    };
+    for entry in std::fs::read_dir(dir.path().join(".hubcap-staging")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    match sink.flush().await {
+        Err(SinkError::WindowDropped { reread_from, .. }) => assert_eq!(reread_from, 0),
+        other => panic!("expected the window dropped, got {other:?}"),
+    }
+    assert_eq!(sink.flush().await.unwrap(), None, "nothing left to retry");
+    sink.append(&events(0..5)).await.unwrap();
+    sink.flush()
+        .await
+        .unwrap()
+        .expect("the re-read window commits");
+    assert_eq!(subject.committed().await, vec![(0..5).collect::<Vec<_>>()]);
+}

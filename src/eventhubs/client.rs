@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::{renewal_time, CbsLink, Credential};
 use super::error::{reason, EventHubsError};
+use crate::recovery::Retry;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -211,6 +212,10 @@ impl EventHubClient {
     }
 }
 
+/// Backoff between failed token renewals (the token's remaining lifetime caps it).
+const RENEWAL_RETRY_MIN: Duration = Duration::from_secs(1);
+const RENEWAL_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Renews the connection's token until the connection breaks or the client closes.
 async fn renew_tokens(
     mut cbs: CbsLink,
@@ -219,11 +224,14 @@ async fn renew_tokens(
     mut expires_at: SystemTime,
     live: Arc<LiveConnection>,
 ) {
-    let mut issued_at = SystemTime::now();
+    let until = |at: SystemTime| {
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    };
+    let mut wait = until(renewal_time(SystemTime::now(), expires_at));
+    // A failed renewal is retried with the one backoff, never later than the token's expiry.
+    let mut retry = Retry::new(RENEWAL_RETRY_MIN, RENEWAL_RETRY_MAX);
     loop {
-        let wait = renewal_time(issued_at, expires_at)
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = live.broken.cancelled() => break,
@@ -240,20 +248,18 @@ async fn renew_tokens(
         match renewed {
             Ok(new_expiry) => {
                 debug!(generation = live.generation, "token renewed");
-                issued_at = SystemTime::now();
+                retry.reset();
                 expires_at = new_expiry;
+                wait = until(renewal_time(SystemTime::now(), expires_at));
             }
             Err(error) => {
                 warn!(generation = live.generation, %error, "token renewal failed; retrying");
-                // Retry soon but never spin: a tenth of the remaining lifetime, at least 1 s.
-                let remaining = expires_at
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
+                let remaining = until(expires_at);
                 if remaining.is_zero() {
                     live.mark_broken();
                     break;
                 }
-                issued_at = SystemTime::now() - (remaining / 10).max(Duration::from_secs(1));
+                wait = retry.next_delay().min(remaining);
             }
         }
     }

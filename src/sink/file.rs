@@ -260,6 +260,13 @@ fn link_without_clobbering(
         match fs::hard_link(staging, &candidate) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            // The staging file itself is gone (removed by hand, or by a clean-up that took it
+            // for a dead run's): no retry can bring it back.
+            Err(e) if e.kind() == ErrorKind::NotFound && !staging.exists() => {
+                return Err(FileSinkError::WindowLost {
+                    reason: format!("staging file {} disappeared: {e}", staging.display()),
+                })
+            }
             Err(e) => return Err(io("linking", &candidate)(e)),
         }
     }
