@@ -25,15 +25,9 @@ async fn wrong_sas_key_fails_fast_with_a_clear_error() {
     const WRONG_KEY: &str = "WrongKeyMaterial7c2e91b4d0";
     let emulator = start_emulator(2).await;
     let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), WRONG_KEY),
-            &work.checkpoints(),
-        ),
-    );
+    let config = work.config_with_key(emulator.amqp_addr(), WRONG_KEY);
     let started = Instant::now();
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let mut hubcap = Hubcap::start("hubcap", &work, &config);
     let status = hubcap.wait_exit(Duration::from_secs(15)).await;
     eprintln!(
         "wrong key: exited with {status} after {:?}",
@@ -64,21 +58,14 @@ async fn wrong_sas_key_fails_fast_with_a_clear_error() {
 async fn short_lived_tokens_are_renewed() {
     let emulator = start_emulator(2).await;
     let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), KEY),
-            &work.checkpoints(),
-        )
+    let config = work
+        .config(emulator.amqp_addr())
         .set("eventhub", "token_lifetime", "5s")
-        .set("log", "level", "info,hubcap::eventhubs::client=debug"),
-    );
+        .set("log", "level", "info,hubcap::eventhubs::client=debug");
     let publishing = stream(&emulator, 100, 200);
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let mut hubcap = Hubcap::start("hubcap", &work, &config);
     hubcap
-        .wait_for_log("connected", Duration::from_secs(15), |l| {
-            l.message == "connected to event hubs"
-        })
+        .wait_for_log("connected", Duration::from_secs(15), LogLine::is_connection)
         .await;
     let connected = Instant::now();
     // Four lifetimes of the first token: without renewal the emulator detaches every link
@@ -118,7 +105,7 @@ async fn short_lived_tokens_are_renewed() {
         "{renewals} renewals in 18 s of 5 s tokens:\n{stderr}"
     );
     assert_eq!(
-        hubcap.count_logs(|l| l.message == "connected to event hubs"),
+        hubcap.connections(),
         1,
         "renewal keeps the connection; it does not reconnect:\n{stderr}"
     );

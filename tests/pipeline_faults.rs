@@ -1,5 +1,6 @@
 //! Network and service faults under a live stream: the real `hubcap` binary keeps every event
-//! when its connection is cut and when the service detaches its links as busy.
+//! when its connection is cut and when the service detaches its links as busy, through the
+//! stdout sink and through committed Avro files.
 
 mod common;
 
@@ -8,28 +9,29 @@ use std::time::{Duration, Instant};
 use common::*;
 use hubcap_emulator::LinkFault;
 
-/// A `warn` record of a partition that will retry, with its error type.
-fn retry_warnings(hubcap: &Hubcap, error_type: &str) -> usize {
-    hubcap.count_logs(|l| {
-        l.level == "WARN"
-            && l.message.contains("retrying")
-            && l.field("error_type").as_deref() == Some(error_type)
-    })
+for_each_sink!(
+    connection_drops_every_few_seconds_lose_nothing,
+    server_busy_detach_is_retried,
+);
+
+/// The receive retries hubcap counted with `error_type` (`hubcap_reconnects_total`).
+async fn retries(hubcap: &Hubcap, error_type: &str) -> u64 {
+    let metrics = scrape(hubcap.metrics_addr().await).await;
+    metrics.sum("hubcap_reconnects_total", &[("error_type", error_type)]) as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_drops_every_few_seconds_lose_nothing() {
+/// hubcap on the emulator with its `/metrics` served, and a steady stream of events.
+async fn start(sink: Sink) -> (hubcap_emulator::Emulator, Workdir, Stream, Hubcap) {
     let emulator = start_emulator(2).await;
     let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), KEY),
-            &work.checkpoints(),
-        ),
-    );
+    let config = work.config(emulator.amqp_addr()).sink(sink).serve_http();
     let publishing = stream(&emulator, 200, 300);
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let hubcap = Hubcap::start("hubcap", &work, &config);
+    (emulator, work, publishing, hubcap)
+}
+
+async fn connection_drops_every_few_seconds_lose_nothing(sink: Sink) {
+    let (emulator, _work, publishing, mut hubcap) = start(sink).await;
     let started = Instant::now();
     let mut drops = 0;
     for round in 1..=4 {
@@ -68,41 +70,28 @@ async fn connection_drops_every_few_seconds_lose_nothing() {
         || covers(&hubcap.events(), &expected),
     )
     .await;
+    let warnings = retries(&hubcap, "connection_lost").await;
     let printed = hubcap.stop_cleanly().await;
     // Each reconnect resumes after the last event received, and the open window survives it:
     // every event exactly once.
     assert_exactly_once("after 4 connection drops", &printed, &expected);
 
-    let connects = hubcap.count_logs(|l| l.message == "connected to event hubs");
+    let connects = hubcap.connections();
     assert!(
         connects > drops,
         "{connects} connections for {drops} drops: hubcap did not reconnect after each"
     );
-    let warnings = retry_warnings(&hubcap, "connection_lost");
     assert!(
         warnings >= 1,
-        "no warn line says the connection was lost and hubcap is retrying:\n{}",
+        "no retry counted as a lost connection:\n{}",
         hubcap.stderr()
     );
-    eprintln!(
-        "{published} events over {drops} drops: {connects} connections, {warnings} retry warnings"
-    );
+    eprintln!("{published} events over {drops} drops: {connects} connections, {warnings} retries");
     emulator.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_busy_detach_is_retried() {
-    let emulator = start_emulator(2).await;
-    let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), KEY),
-            &work.checkpoints(),
-        ),
-    );
-    let publishing = stream(&emulator, 200, 300);
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+async fn server_busy_detach_is_retried(sink: Sink) {
+    let (emulator, _work, publishing, mut hubcap) = start(sink).await;
     let busy = LinkFault::new(
         "com.microsoft:server-busy",
         "The request was terminated because the entity is being throttled. Please wait 4 seconds and try again.",
@@ -144,16 +133,16 @@ async fn server_busy_detach_is_retried() {
         || covers(&hubcap.events(), &expected),
     )
     .await;
+    let warnings = retries(&hubcap, "server_busy").await;
     let printed = hubcap.stop_cleanly().await;
     assert_exactly_once("after server-busy detaches", &printed, &expected);
 
-    let warnings = retry_warnings(&hubcap, "server_busy");
     assert!(
         warnings >= 3,
-        "{detached} links detached as server-busy, but only {warnings} retry warnings name it"
+        "{detached} links detached as server-busy, but only {warnings} retries counted as such"
     );
     assert_eq!(
-        hubcap.count_logs(|l| l.message == "connected to event hubs"),
+        hubcap.connections(),
         1,
         "a busy link is re-attached on the same connection"
     );
