@@ -82,15 +82,11 @@ async fn short_lived_tokens_are_renewed() {
         assert!(hubcap.is_running(), "hubcap stopped:\n{}", hubcap.stderr());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let published = publishing.stop().await;
-    let expected = all_event_ids(&emulator);
-    assert_eq!(expected.len() as u64, published);
-    eventually(
-        "hubcap prints everything published",
-        Duration::from_secs(20),
-        || covers(&hubcap.events(), &expected),
-    )
-    .await;
+    let expected = publishing.stop_and_list(&emulator).await;
+    let published = expected.len();
+    hubcap
+        .wait_to_deliver(&expected, Duration::from_secs(20))
+        .await;
     let printed = hubcap.stop_cleanly().await;
     assert_exactly_once("with 5 s tokens", &printed, &expected);
 

@@ -54,12 +54,9 @@ async fn credit_is_bounded_by_prefetch_bytes_for_large_events_and_by_prefetch_fo
     let large = all_event_ids(emulator);
 
     let mut hubcap = Daemon::start("hubcap", &setup.config);
-    eventually(
-        "hubcap archives the 200 large events",
-        Duration::from_secs(60),
-        || covers(&hubcap.events(), &large),
-    )
-    .await;
+    hubcap
+        .wait_to_deliver(&large, Duration::from_secs(60))
+        .await;
     // 256 KiB at a little over 64 KiB per event: 3 (4 before the first event was seen).
     let large_credit = proxy.max_link_credit(RECEIVER_LINK);
     assert!(
@@ -69,12 +66,7 @@ async fn credit_is_bounded_by_prefetch_bytes_for_large_events_and_by_prefetch_fo
 
     partition.preload(3000, 100).expect("preload small events");
     let all = all_event_ids(emulator);
-    eventually(
-        "hubcap archives the 3,000 small events too",
-        Duration::from_secs(60),
-        || covers(&hubcap.events(), &all),
-    )
-    .await;
+    hubcap.wait_to_deliver(&all, Duration::from_secs(60)).await;
     assert_eq!(
         proxy.max_link_credit(RECEIVER_LINK),
         300,
@@ -95,12 +87,9 @@ async fn a_switch_to_large_events_lowers_the_credit_without_breaking_the_link() 
     let small = all_event_ids(emulator);
 
     let mut hubcap = Daemon::start("hubcap", &setup.config);
-    eventually(
-        "hubcap archives the 2,000 small events",
-        Duration::from_secs(60),
-        || covers(&hubcap.events(), &small),
-    )
-    .await;
+    hubcap
+        .wait_to_deliver(&small, Duration::from_secs(60))
+        .await;
     assert_eq!(proxy.last_link_credit(RECEIVER_LINK), 300);
 
     // Up to 300 credits are outstanding when the large events start: the service may send
@@ -109,12 +98,7 @@ async fn a_switch_to_large_events_lowers_the_credit_without_breaking_the_link() 
         .preload(400, 64 * 1024)
         .expect("preload large events");
     let all = all_event_ids(emulator);
-    eventually(
-        "hubcap archives the 400 large events too",
-        Duration::from_secs(60),
-        || covers(&hubcap.events(), &all),
-    )
-    .await;
+    hubcap.wait_to_deliver(&all, Duration::from_secs(60)).await;
     let last = proxy.last_link_credit(RECEIVER_LINK);
     assert!(
         (1..=4).contains(&last),

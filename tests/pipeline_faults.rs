@@ -36,13 +36,13 @@ async fn connection_drops_every_few_seconds_lose_nothing(sink: Sink) {
     let mut drops = 0;
     for round in 1..=4 {
         // Progress since the last drop proves hubcap reconnected and committed again.
-        let printed = hubcap.event_count();
-        eventually(
-            &format!("progress before drop {round}"),
-            Duration::from_secs(15),
-            || hubcap.event_count() > printed,
-        )
-        .await;
+        hubcap
+            .wait_for_progress(
+                &format!("progress before drop {round}"),
+                0,
+                Duration::from_secs(15),
+            )
+            .await;
         let due = started + Duration::from_secs(3 * round);
         tokio::time::sleep_until(due.into()).await;
         // A drop while hubcap is between connections cuts nothing: repeat until one is cut.
@@ -54,22 +54,14 @@ async fn connection_drops_every_few_seconds_lose_nothing(sink: Sink) {
         .await;
         drops += 1;
     }
-    let printed = hubcap.event_count();
-    eventually(
-        "progress after the last drop",
-        Duration::from_secs(15),
-        || hubcap.event_count() > printed,
-    )
-    .await;
-    let published = publishing.stop().await;
-    let expected = all_event_ids(&emulator);
-    assert_eq!(expected.len() as u64, published);
-    eventually(
-        "hubcap prints everything published",
-        Duration::from_secs(30),
-        || covers(&hubcap.events(), &expected),
-    )
-    .await;
+    hubcap
+        .wait_for_progress("progress after the last drop", 0, Duration::from_secs(15))
+        .await;
+    let expected = publishing.stop_and_list(&emulator).await;
+    let published = expected.len();
+    hubcap
+        .wait_to_deliver(&expected, Duration::from_secs(30))
+        .await;
     let warnings = retries(&hubcap, "connection_lost").await;
     let printed = hubcap.stop_cleanly().await;
     // Each reconnect resumes after the last event received, and the open window survives it:
@@ -98,13 +90,13 @@ async fn server_busy_detach_is_retried(sink: Sink) {
     );
     let mut detached = 0;
     for round in 1..=3 {
-        let printed = hubcap.event_count();
-        eventually(
-            &format!("progress before detach {round}"),
-            Duration::from_secs(15),
-            || hubcap.event_count() > printed + 50,
-        )
-        .await;
+        hubcap
+            .wait_for_progress(
+                &format!("progress before detach {round}"),
+                50,
+                Duration::from_secs(15),
+            )
+            .await;
         // Between re-attaches no link is there to detach: repeat until one is told.
         eventually(
             &format!("detach {round} reaches hubcap's receivers"),
@@ -117,22 +109,17 @@ async fn server_busy_detach_is_retried(sink: Sink) {
         )
         .await;
     }
-    let printed = hubcap.event_count();
-    eventually(
-        "progress after the last detach",
-        Duration::from_secs(15),
-        || hubcap.event_count() > printed + 50,
-    )
-    .await;
-    let published = publishing.stop().await;
-    let expected = all_event_ids(&emulator);
-    assert_eq!(expected.len() as u64, published);
-    eventually(
-        "hubcap prints everything published",
-        Duration::from_secs(30),
-        || covers(&hubcap.events(), &expected),
-    )
-    .await;
+    hubcap
+        .wait_for_progress(
+            "progress after the last detach",
+            50,
+            Duration::from_secs(15),
+        )
+        .await;
+    let expected = publishing.stop_and_list(&emulator).await;
+    hubcap
+        .wait_to_deliver(&expected, Duration::from_secs(30))
+        .await;
     let warnings = retries(&hubcap, "server_busy").await;
     let printed = hubcap.stop_cleanly().await;
     assert_exactly_once("after server-busy detaches", &printed, &expected);

@@ -100,6 +100,10 @@ async fn a_stolen_partition_is_never_checkpointed_again(sink: Sink) {
         )
         .await;
     let committed_at_loss = committed(&hubcap).await;
+    assert_eq!(
+        committed_at_loss, FIRST as u64,
+        "the first events were committed before the steal, the small ones were not"
+    );
     let abandoned = hubcap
         .logs()
         .iter()

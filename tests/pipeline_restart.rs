@@ -49,12 +49,9 @@ async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates(s
     assert_eq!(first_ids.len(), 2_000);
 
     let mut first = Hubcap::start("first run", &work, &one_thread);
-    eventually(
-        "the first run prints all 2,000 events",
-        Duration::from_secs(30),
-        || covers(&first.events(), &first_ids),
-    )
-    .await;
+    first
+        .wait_to_deliver(&first_ids, Duration::from_secs(30))
+        .await;
     let asked = Instant::now();
     let printed = first.stop_cleanly().await;
     eprintln!("first run drained and exited in {:?}", asked.elapsed());
@@ -96,12 +93,9 @@ async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates(s
     assert_eq!(second_ids.len(), 2_000);
 
     let mut second = Hubcap::start("second run", &work, &pool);
-    eventually(
-        "the second run prints the 2,000 new events",
-        Duration::from_secs(30),
-        || covers(&second.events(), &second_ids),
-    )
-    .await;
+    second
+        .wait_to_deliver(&second_ids, Duration::from_secs(30))
+        .await;
     let printed = second.stop_cleanly().await;
     assert_exactly_once("second run", &printed, &second_ids);
     for event in &printed {
@@ -208,9 +202,7 @@ async fn kill_9_mid_window_then_restart_loses_nothing(sink: Sink) {
         || second.event_count() > 0,
     )
     .await;
-    let published = publishing.stop().await;
-    let expected = all_event_ids(&emulator);
-    assert_eq!(expected.len() as u64, published);
+    let expected = publishing.stop_and_list(&emulator).await;
     eventually(
         "the union of both runs holds every event",
         Duration::from_secs(30),

@@ -55,12 +55,9 @@ async fn a_silent_link_with_a_backlog_is_recycled_and_the_backlog_arrives(sink: 
     )
     .await;
     let expected = all_event_ids(&emulator);
-    eventually(
-        "all 40 events after the recycle",
-        Duration::from_secs(20),
-        || covers(&hubcap.events(), &expected),
-    )
-    .await;
+    hubcap
+        .wait_to_deliver(&expected, Duration::from_secs(20))
+        .await;
     let printed = hubcap.stop_cleanly().await;
     assert_exactly_once("watchdog run", &printed, &expected);
     emulator.shutdown().await;

@@ -152,10 +152,6 @@ impl Workdir {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     pub fn checkpoints(&self) -> PathBuf {
         self.dir.path().join("checkpoints")
     }

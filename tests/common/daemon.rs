@@ -7,12 +7,14 @@
 // Each test binary compiles this module and uses a subset of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{within, Archive, Event, HubcapConfig, DRAIN_TIMEOUT};
+use super::{covers, eventually, within, Archive, Event, EventId, HubcapConfig, DRAIN_TIMEOUT};
 
 /// A daemon running on the test's runtime.
 pub struct Daemon {
@@ -63,6 +65,12 @@ impl Daemon {
 
     pub fn event_count(&self) -> usize {
         self.archive.event_count()
+    }
+
+    /// Waits until it committed every event in `expected`.
+    pub async fn wait_to_deliver(&self, expected: &BTreeSet<EventId>, limit: Duration) {
+        let what = format!("{}: all {} events committed", self.name, expected.len());
+        eventually(&what, limit, || covers(&self.events(), expected)).await;
     }
 
     /// Where its `/metrics` is served (config from [`HubcapConfig::serve_http`]).

@@ -176,4 +176,17 @@ impl Stream {
         self.stop.cancel();
         self.task.await.expect("the publishing task ends")
     }
+
+    /// Stops publishing on a hub that holds nothing but this stream's events; returns them
+    /// all, after checking the hub holds as many as were appended.
+    pub async fn stop_and_list(self, emulator: &Emulator) -> BTreeSet<EventId> {
+        let published = self.stop().await;
+        let held = all_event_ids(emulator);
+        assert_eq!(
+            held.len() as u64,
+            published,
+            "the hub holds what was published"
+        );
+        held
+    }
 }

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::{eventually, sample, Archive, Event, HubcapConfig, Workdir, DRAIN_TIMEOUT, POLL, STEP};
+use super::{
+    covers, eventually, sample, Archive, Event, EventId, HubcapConfig, Workdir, DRAIN_TIMEOUT,
+    POLL, STEP,
+};
 
 /// A log line hubcap wrote to stderr in `[log] format = "json"`.
 #[derive(Debug, Clone)]
@@ -196,6 +199,22 @@ impl Hubcap {
             Delivery::Stdout => lock(&self.output.events).len(),
             Delivery::Archive(archive) => archive.event_count(),
         }
+    }
+
+    /// Waits until this run delivered every event in `expected`.
+    pub async fn wait_to_deliver(&self, expected: &BTreeSet<EventId>, limit: Duration) {
+        let what = format!("{}: all {} events delivered", self.name, expected.len());
+        eventually(&what, limit, || covers(&self.events(), expected)).await;
+    }
+
+    /// Waits until this run delivered more than `more` events beyond what it had delivered
+    /// when called: it is making progress.
+    pub async fn wait_for_progress(&self, what: &str, more: usize, limit: Duration) {
+        let delivered = self.event_count();
+        eventually(&format!("{}: {what}", self.name), limit, || {
+            self.event_count() > delivered + more
+        })
+        .await;
     }
 
     /// The files this run committed, with the `avro_file` sink.
