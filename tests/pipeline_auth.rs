@@ -24,15 +24,9 @@ async fn wrong_sas_key_fails_fast_with_a_clear_error() {
     const WRONG_KEY: &str = "WrongKeyMaterial7c2e91b4d0";
     let emulator = start_emulator(2).await;
     let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), WRONG_KEY),
-            &work.checkpoints(),
-        ),
-    );
+    let config = work.config_with_key(emulator.amqp_addr(), WRONG_KEY);
     let started = Instant::now();
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let mut hubcap = Hubcap::start("hubcap", &work, &config);
     let status = hubcap.wait_exit(Duration::from_secs(15)).await;
     eprintln!(
         "wrong key: exited with {status} after {:?}",
@@ -63,21 +57,14 @@ async fn wrong_sas_key_fails_fast_with_a_clear_error() {
 async fn short_lived_tokens_are_renewed() {
     let emulator = start_emulator(2).await;
     let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), KEY),
-            &work.checkpoints(),
-        )
+    let config = work
+        .config(emulator.amqp_addr())
         .set("eventhub", "token_lifetime", "5s")
-        .set("log", "level", "info,hubcap::eventhubs::client=debug"),
-    );
+        .set("log", "level", "info,hubcap::eventhubs::client=debug");
     let publishing = stream(&emulator, 100, 200);
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let mut hubcap = Hubcap::start("hubcap", &work, &config);
     hubcap
-        .wait_for_log("connected", Duration::from_secs(15), |l| {
-            l.message == "connected to event hubs"
-        })
+        .wait_for_log("connected", Duration::from_secs(15), LogLine::is_connection)
         .await;
     let connected = Instant::now();
     // Four lifetimes of the first token: without renewal the emulator detaches every link
@@ -94,15 +81,11 @@ async fn short_lived_tokens_are_renewed() {
         assert!(hubcap.is_running(), "hubcap stopped:\n{}", hubcap.stderr());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let published = publishing.stop().await;
-    let expected = all_event_ids(&emulator);
-    assert_eq!(expected.len() as u64, published);
-    eventually(
-        "hubcap prints everything published",
-        Duration::from_secs(20),
-        || covers(&hubcap.events(), &expected),
-    )
-    .await;
+    let expected = publishing.stop_and_list(&emulator).await;
+    let published = expected.len();
+    hubcap
+        .wait_to_deliver(&expected, Duration::from_secs(20))
+        .await;
     let printed = hubcap.stop_cleanly().await;
     assert_exactly_once("with 5 s tokens", &printed, &expected);
 
@@ -117,7 +100,7 @@ async fn short_lived_tokens_are_renewed() {
         "{renewals} renewals in 18 s of 5 s tokens:\n{stderr}"
     );
     assert_eq!(
-        hubcap.count_logs(|l| l.message == "connected to event hubs"),
+        hubcap.connections(),
         1,
         "renewal keeps the connection; it does not reconnect:\n{stderr}"
     );

@@ -1,5 +1,6 @@
 //! Losing a partition to another reader: the real `hubcap` binary abandons it and never
-//! checkpoints it from the stale task (delivery contract, point 4).
+//! checkpoints it from the stale task (delivery contract, point 4), through the stdout sink and
+//! through committed Avro files.
 
 mod common;
 
@@ -17,28 +18,40 @@ const SMALL: usize = 10;
 /// Events before the steal.
 const FIRST: i64 = 50;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stolen_partition_is_never_checkpointed_again() {
+for_each_sink!(a_stolen_partition_is_never_checkpointed_again);
+
+/// The record of the stale task giving the partition up, with the size of what it dropped.
+fn is_abandonment(line: &LogLine) -> bool {
+    line.field("event").as_deref() == Some("ownership_lost") && line.has("abandoned_events")
+}
+
+/// Events hubcap committed for partition 0 (`hubcap_events_committed_total`).
+async fn committed(hubcap: &Hubcap) -> u64 {
+    let metrics = scrape(hubcap.metrics_addr().await).await;
+    metrics.sum("hubcap_events_committed_total", &[("partition", "0")]) as u64
+}
+
+async fn a_stolen_partition_is_never_checkpointed_again(sink: Sink) {
     let emulator = start_emulator(1).await;
     // hubcap goes through a frame-counting proxy. With a prefetch of 1 it grants credit for
     // one event at a time, after taking the one before into its window: the delivery count in
     // its flow frames shows how far it got.
     let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
     let work = Workdir::new();
-    let store = StoreView::new(&work.checkpoints(), proxy.addr());
+    let store = work.store(proxy.addr());
     // Windows close on size only, never on age during the test: a checkpoint can then only
     // follow events received, and none can be legitimately written while the thief reads.
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
-            .set_raw("eventhub", "owner_level", "0")
-            .set_raw("eventhub", "prefetch", "1")
-            .set("sink", "max_window", "1h")
-            .set("sink", "max_window_bytes", "1KiB"),
-    );
+    let config = work
+        .config(proxy.addr())
+        .sink(sink)
+        .serve_http()
+        .set_raw("eventhub", "owner_level", "0")
+        .set_raw("eventhub", "prefetch", "1")
+        .set("sink", "max_window", "1h")
+        .set("sink", "max_window_bytes", "1KiB");
     let partition = partitions(&emulator)[0].clone();
     partition.preload(FIRST as u64, LARGE).expect("preload");
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
+    let mut hubcap = Hubcap::start("hubcap", &work, &config);
     eventually(
         "hubcap checkpoints the first events",
         Duration::from_secs(15),
@@ -82,16 +95,18 @@ async fn a_stolen_partition_is_never_checkpointed_again() {
         .wait_for_log(
             "the stale task abandons the partition",
             Duration::from_secs(10),
-            |l| {
-                l.field("event").as_deref() == Some("ownership_lost")
-                    && l.message.starts_with("partition lost")
-            },
+            is_abandonment,
         )
         .await;
+    let committed_at_loss = committed(&hubcap).await;
+    assert_eq!(
+        committed_at_loss, FIRST as u64,
+        "the first events were committed before the steal, the small ones were not"
+    );
     let abandoned = hubcap
         .logs()
         .iter()
-        .find(|l| l.message.starts_with("partition lost"))
+        .find(|l| is_abandonment(l))
         .and_then(|l| l.fields.get("abandoned_events").and_then(|v| v.as_u64()));
     assert_eq!(
         abandoned,
@@ -121,20 +136,24 @@ async fn a_stolen_partition_is_never_checkpointed_again() {
         .iter()
         .position(|l| l.field("event").as_deref() == Some("ownership_lost"))
         .expect("the loss was logged");
-    let committed = |l: &LogLine| l.message == "window committed and checkpointed";
     assert!(
-        logs[..first_loss].iter().any(committed),
+        logs[..first_loss].iter().any(LogLine::is_commit),
         "no commit was logged before the steal"
     );
     assert!(
-        !logs[first_loss..].iter().any(committed),
+        !logs[first_loss..].iter().any(LogLine::is_commit),
         "a window was committed after the partition was lost:\n{}",
         hubcap.stderr()
     );
+    assert_eq!(
+        committed(&hubcap).await,
+        committed_at_loss,
+        "events were committed while the partition was stolen"
+    );
     // The store still names hubcap, so its supervisor claims the partition again every cycle;
     // each new task is refused by the thief's higher epoch and gives it up without reading.
-    let claims = hubcap.count_logs(|l| l.message == "partition claimed");
-    let lost = hubcap.count_logs(|l| l.message.starts_with("partition lost"));
+    let claims = hubcap.count_logs(|l| l.has("owner_id") && l.has("event"));
+    let lost = hubcap.count_logs(is_abandonment);
     eprintln!("while stolen: {claims} claims in total, {lost} tasks gave the partition up");
 
     // The thief leaves: hubcap reads on from its checkpoint, so the abandoned window's events

@@ -1,5 +1,6 @@
 //! Stopping and restarting the real `hubcap` binary against the emulator: a drained stop, a
-//! `kill -9`, and SIGTERM with a window open. The delivery contract's points 1, 3 and 5.
+//! `kill -9`, and SIGTERM with a window open. The delivery contract's points 1, 3 and 5. Each
+//! scenario runs through the stdout sink and through committed Avro files.
 
 mod common;
 
@@ -10,6 +11,15 @@ use common::*;
 use hubcap::eventhubs::OutgoingEvent;
 
 const PARTITIONS: usize = 4;
+
+for_each_sink!(
+    stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates,
+    kill_9_mid_window_then_restart_loses_nothing,
+    sigterm_drains_the_open_window,
+);
+
+/// hubcap names its partition receivers `hubcap-<partition id>-<uuid>`.
+const RECEIVER_LINK: &str = "hubcap-0-";
 
 /// The highest sequence number printed per partition.
 fn last_printed(events: &[Event]) -> BTreeMap<String, i64> {
@@ -26,33 +36,22 @@ fn second_body(partition_id: &str, index: usize) -> String {
     format!("second run, partition {partition_id}, event {index}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates() {
+async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates(sink: Sink) {
     let emulator = start_emulator(PARTITIONS).await;
     preload_each(&emulator, 500, 200);
     let work = Workdir::new();
     // The first run on the default one-thread runtime, the second on a pool of threads.
-    let one_thread = HubcapConfig::new(
-        &connection_string(emulator.amqp_addr(), KEY),
-        &work.checkpoints(),
-    );
-    let config = work.write_config("hubcap.toml", &one_thread);
-    let pool_config = work.write_config(
-        "hubcap-pool.toml",
-        &one_thread.set_raw("runtime", "worker_threads", "3"),
-    );
-    let store = StoreView::new(&work.checkpoints(), emulator.amqp_addr());
+    let one_thread = work.config(emulator.amqp_addr()).sink(sink);
+    let pool = one_thread.clone().set_raw("runtime", "worker_threads", "3");
+    let store = work.store(emulator.amqp_addr());
     let ids = partition_ids(&emulator);
     let first_ids = all_event_ids(&emulator);
     assert_eq!(first_ids.len(), 2_000);
 
-    let mut first = Hubcap::spawn("first run", &config);
-    eventually(
-        "the first run prints all 2,000 events",
-        Duration::from_secs(30),
-        || covers(&first.events(), &first_ids),
-    )
-    .await;
+    let mut first = Hubcap::start("first run", &work, &one_thread);
+    first
+        .wait_to_deliver(&first_ids, Duration::from_secs(30))
+        .await;
     let asked = Instant::now();
     let printed = first.stop_cleanly().await;
     eprintln!("first run drained and exited in {:?}", asked.elapsed());
@@ -93,13 +92,10 @@ async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates()
         .collect();
     assert_eq!(second_ids.len(), 2_000);
 
-    let mut second = Hubcap::spawn("second run", &pool_config);
-    eventually(
-        "the second run prints the 2,000 new events",
-        Duration::from_secs(30),
-        || covers(&second.events(), &second_ids),
-    )
-    .await;
+    let mut second = Hubcap::start("second run", &work, &pool);
+    second
+        .wait_to_deliver(&second_ids, Duration::from_secs(30))
+        .await;
     let printed = second.stop_cleanly().await;
     assert_exactly_once("second run", &printed, &second_ids);
     for event in &printed {
@@ -123,33 +119,31 @@ async fn stop_and_restart_resumes_at_the_checkpoint_without_loss_or_duplicates()
         );
         assert_eq!(store.ownership(id).map(|o| o.ownerid), Some(String::new()));
     }
+    if sink == Sink::AvroFile {
+        let archive = Archive::new(&work.archive());
+        let both: BTreeSet<EventId> = first_ids.union(&second_ids).cloned().collect();
+        assert_exactly_once("the whole archive", &archive.events(), &both);
+    }
     emulator.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_window_then_restart_loses_nothing() {
+async fn kill_9_mid_window_then_restart_loses_nothing(sink: Sink) {
     let emulator = start_emulator(2).await;
     let ids = partition_ids(&emulator);
     let work = Workdir::new();
-    let store = StoreView::new(&work.checkpoints(), emulator.amqp_addr());
-    let base = HubcapConfig::new(
-        &connection_string(emulator.amqp_addr(), KEY),
-        &work.checkpoints(),
-    );
+    let store = work.store(emulator.amqp_addr());
+    let restart = work.config(emulator.amqp_addr()).sink(sink);
     // Windows close on size (about 35 events of 200 bytes), long before their 30 s age, so
     // there are many commits and, at any moment, most likely a window open.
-    let killed_config = work.write_config(
-        "killed.toml",
-        &base
+    let killed =
+        restart
             .clone()
             .set("sink", "max_window", "30s")
-            .set("sink", "max_window_bytes", "16KiB"),
-    );
+            .set("sink", "max_window_bytes", "16KiB");
     // The restart closes windows every second, so the tail shows up without waiting 30 s.
-    let restart_config = work.write_config("restart.toml", &base);
 
     let publishing = stream(&emulator, 400, 200);
-    let mut first = Hubcap::spawn("killed run", &killed_config);
+    let mut first = Hubcap::start("killed run", &work, &killed);
     eventually(
         "the first run commits several windows",
         Duration::from_secs(30),
@@ -201,16 +195,14 @@ async fn kill_9_mid_window_then_restart_loses_nothing() {
         );
     }
 
-    let mut second = Hubcap::spawn("restarted run", &restart_config);
+    let mut second = Hubcap::start("restarted run", &work, &restart);
     eventually(
         "the restarted run takes over after the killed run's ownership expires",
         Duration::from_secs(20),
         || second.event_count() > 0,
     )
     .await;
-    let published = publishing.stop().await;
-    let expected = all_event_ids(&emulator);
-    assert_eq!(expected.len() as u64, published);
+    let expected = publishing.stop_and_list(&emulator).await;
     eventually(
         "the union of both runs holds every event",
         Duration::from_secs(30),
@@ -262,32 +254,37 @@ async fn kill_9_mid_window_then_restart_loses_nothing() {
             .map(|(p, seqs)| format!("{p}: {}", seqs.len()))
             .collect::<Vec<_>>()
     );
+    if sink == Sink::AvroFile {
+        // The killed run's open windows were staging files; the restart deleted them when it
+        // took the partitions over, and drained its own.
+        let left = staging_files(&work.archive());
+        assert!(left.is_empty(), "staging files left: {left:?}");
+    }
     emulator.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_the_open_window() {
+async fn sigterm_drains_the_open_window(sink: Sink) {
     let emulator = start_emulator(1).await;
     // hubcap reaches the emulator through a proxy that counts AMQP frames: with a one-hour
-    // window nothing reaches stdout before the drain, and the frames show when hubcap has
+    // window nothing is delivered before the drain, and the frames show when hubcap has
     // taken the events off its link.
     let proxy = AmqpProxy::start(emulator.amqp_addr()).await;
     let work = Workdir::new();
-    let store = StoreView::new(&work.checkpoints(), proxy.addr());
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(&connection_string(proxy.addr(), KEY), &work.checkpoints())
-            .set("sink", "max_window", "1h")
-            .set_raw("eventhub", "prefetch", "200")
-            // Count-based credit only, so the top-up below comes at exactly half of 200.
-            .set("eventhub", "prefetch_bytes", "1GiB"),
-    );
-    let mut hubcap = Hubcap::spawn("hubcap", &config);
-    hubcap
-        .wait_for_log("receiving", Duration::from_secs(15), |l| {
-            l.message == "receiving"
-        })
-        .await;
+    let store = work.store(proxy.addr());
+    let config = work
+        .config(proxy.addr())
+        .sink(sink)
+        .set("sink", "max_window", "1h")
+        .set_raw("eventhub", "prefetch", "200")
+        // Count-based credit only, so the top-up below comes at exactly half of 200.
+        .set("eventhub", "prefetch_bytes", "1GiB");
+    let mut hubcap = Hubcap::start("hubcap", &work, &config);
+    eventually(
+        "hubcap's receiver grants its first credit",
+        Duration::from_secs(15),
+        || proxy.max_link_credit(RECEIVER_LINK) > 0,
+    )
+    .await;
     let transfers = proxy.sent_to_client(TRANSFER);
     partitions(&emulator)[0].preload(100, 200).expect("preload");
     eventually(
@@ -307,7 +304,7 @@ async fn sigterm_drains_the_open_window() {
     assert_eq!(
         hubcap.event_count(),
         0,
-        "nothing is printed while the window is open"
+        "nothing is delivered while the window is open"
     );
     assert_eq!(store.checkpoint("0"), None, "nothing is checkpointed yet");
 
@@ -320,11 +317,20 @@ async fn sigterm_drains_the_open_window() {
         Some(printed.last().unwrap().offset.as_str())
     );
     assert_eq!(store.ownership("0").map(|o| o.ownerid), Some(String::new()));
-    assert!(
-        hubcap.has_log(|l| l.message == "window committed and checkpointed"
-            && l.field("events").as_deref() == Some("100")),
+    let commits: Vec<(Option<String>, Option<String>)> = hubcap
+        .logs()
+        .iter()
+        .filter(|l| l.is_commit())
+        .map(|l| (l.field("events"), l.field("last_sequence_number")))
+        .collect();
+    assert_eq!(
+        commits,
+        [(Some("100".to_owned()), Some("99".to_owned()))],
         "the drain committed one window of 100 events"
     );
+    if sink == Sink::AvroFile {
+        assert_eq!(hubcap.committed_files().len(), 1, "one file for the window");
+    }
     drop(proxy);
     emulator.shutdown().await;
 }

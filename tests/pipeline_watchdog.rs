@@ -1,6 +1,6 @@
 //! The stuck-partition watchdog: a receive link that stays attached but delivers nothing, while
 //! the service holds events past it, is recycled within `stuck_partition_timeout`, and nothing
-//! is lost or duplicated.
+//! is lost or duplicated; through the stdout sink and through committed Avro files.
 
 mod common;
 
@@ -8,20 +8,38 @@ use std::time::Duration;
 
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_link_with_a_backlog_is_recycled_and_the_backlog_arrives() {
+for_each_sink!(
+    a_silent_link_with_a_backlog_is_recycled_and_the_backlog_arrives,
+    an_idle_partition_without_a_backlog_is_left_alone,
+);
+
+/// How often the watchdog recycled a receiver (`hubcap_receiver_recycles_total`).
+async fn recycles(hubcap: &Hubcap) -> u64 {
+    let metrics = scrape(hubcap.metrics_addr().await).await;
+    metrics.sum("hubcap_receiver_recycles_total", &[]) as u64
+}
+
+/// hubcap with `stuck_partition_timeout` and its `/metrics` served, on one partition that
+/// holds `events` events.
+async fn start(
+    sink: Sink,
+    events: u64,
+    stuck_timeout: &str,
+) -> (hubcap_emulator::Emulator, Workdir, Hubcap) {
     let emulator = start_emulator(1).await;
-    preload_each(&emulator, 20, 100);
+    preload_each(&emulator, events, 100);
     let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), KEY),
-            &work.checkpoints(),
-        )
-        .set("eventhub", "stuck_partition_timeout", "2s"),
-    );
-    let mut hubcap = Hubcap::spawn("watchdog", &config);
+    let config = work
+        .config(emulator.amqp_addr())
+        .sink(sink)
+        .serve_http()
+        .set("eventhub", "stuck_partition_timeout", stuck_timeout);
+    let hubcap = Hubcap::start("watchdog", &work, &config);
+    (emulator, work, hubcap)
+}
+
+async fn a_silent_link_with_a_backlog_is_recycled_and_the_backlog_arrives(sink: Sink) {
+    let (emulator, _work, mut hubcap) = start(sink, 20, "2s").await;
     eventually("the first 20 events", Duration::from_secs(30), || {
         hubcap.event_count() >= 20
     })
@@ -30,58 +48,41 @@ async fn a_silent_link_with_a_backlog_is_recycled_and_the_backlog_arrives() {
     // Freeze the link hubcap has now, then give it a backlog it cannot see.
     assert_eq!(emulator.stall_receivers(HUB, None), 1);
     preload_each(&emulator, 20, 100);
-    hubcap
-        .wait_for_log(
-            "the watchdog recycling the receiver",
-            Duration::from_secs(20),
-            |line| line.message.contains("recycling the receiver"),
-        )
-        .await;
-    let expected = all_event_ids(&emulator);
-    eventually(
-        "all 40 events after the recycle",
+    eventually_async(
+        "the watchdog recycling the receiver",
         Duration::from_secs(20),
-        || covers(&hubcap.events(), &expected),
+        || async { recycles(&hubcap).await >= 1 },
     )
     .await;
+    let expected = all_event_ids(&emulator);
+    hubcap
+        .wait_to_deliver(&expected, Duration::from_secs(20))
+        .await;
     let printed = hubcap.stop_cleanly().await;
     assert_exactly_once("watchdog run", &printed, &expected);
     emulator.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_partition_without_a_backlog_is_left_alone() {
-    let emulator = start_emulator(1).await;
-    preload_each(&emulator, 5, 100);
-    let work = Workdir::new();
-    let config = work.write_config(
-        "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), KEY),
-            &work.checkpoints(),
-        )
-        .set("eventhub", "stuck_partition_timeout", "1s"),
-    );
-    let mut hubcap = Hubcap::spawn("idle", &config);
+async fn an_idle_partition_without_a_backlog_is_left_alone(sink: Sink) {
+    let (emulator, work, mut hubcap) = start(sink, 5, "1s").await;
+    let store = work.store(emulator.amqp_addr());
     eventually("the 5 events", Duration::from_secs(30), || {
         hubcap.event_count() >= 5
     })
     .await;
     // Several watchdog periods with nothing to read: no recycle.
-    hubcap
-        .wait_for_log(
-            "a few seconds of idle checkpoints",
-            Duration::from_secs(10),
-            |line| line.message.contains("window committed"),
-        )
-        .await;
+    eventually("the 5 events checkpointed", Duration::from_secs(10), || {
+        store.checkpoint("0").and_then(|c| c.sequencenumber) == Some(4)
+    })
+    .await;
     let idle_until = std::time::Instant::now() + Duration::from_secs(4);
     eventually("4 idle seconds", Duration::from_secs(10), || {
         std::time::Instant::now() >= idle_until
     })
     .await;
-    assert!(
-        !hubcap.has_log(|line| line.message.contains("recycling the receiver")),
+    assert_eq!(
+        recycles(&hubcap).await,
+        0,
         "an idle partition with no backlog was recycled"
     );
     hubcap.terminate();

@@ -20,31 +20,30 @@ async fn a_trace_level_run_with_faults_never_logs_a_key_or_token() {
     let emulator = start_emulator(2).await;
     let work = Workdir::new();
     preload_each(&emulator, 50, 100);
-    let config = HubcapConfig::new(
-        &connection_string(emulator.amqp_addr(), KEY),
-        &work.checkpoints(),
-    )
-    .set("eventhub", "name", HUB)
-    .set("eventhub", "token_lifetime", "5s")
-    .set("checkpoint_store", "type", "azure_blob")
-    .set(
-        "checkpoint_store",
-        "connection_string",
-        &storage.connection_string(),
-    )
-    .set("checkpoint_store", "container", "checkpoints")
-    .set("sink", "type", "avro_blob")
-    .set("sink", "connection_string", &storage.connection_string())
-    .set("sink", "container", "capture")
-    .set("log", "level", "trace");
+    let config = work
+        .config(emulator.amqp_addr())
+        .set("eventhub", "name", HUB)
+        .set("eventhub", "token_lifetime", "5s")
+        .set("checkpoint_store", "type", "azure_blob")
+        .set(
+            "checkpoint_store",
+            "connection_string",
+            &storage.connection_string(),
+        )
+        .set("checkpoint_store", "container", "checkpoints")
+        .set("sink", "type", "avro_blob")
+        .set("sink", "connection_string", &storage.connection_string())
+        .set("sink", "container", "capture")
+        .set("log", "level", "trace");
     let config = config.remove("checkpoint_store", "path");
-    let path = work.write_config("hubcap.toml", &config);
-    let mut hubcap = Hubcap::spawn("secrets", &path);
+    let mut hubcap = Hubcap::start("secrets", &work, &config);
 
     hubcap
-        .wait_for_log("a committed window", Duration::from_secs(30), |line| {
-            line.message.contains("window committed")
-        })
+        .wait_for_log(
+            "a committed window",
+            Duration::from_secs(30),
+            LogLine::is_commit,
+        )
         .await;
     emulator.drop_connections();
     storage.stop();

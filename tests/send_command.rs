@@ -32,11 +32,9 @@ async fn stdin_lines_become_events_to_a_partition_by_key_and_round_robin() {
     let work = Workdir::new();
     let config = work.write_config(
         "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), KEY),
-            &work.checkpoints(),
-        )
-        .set("eventhub", "name", HUB),
+        &work
+            .config(emulator.amqp_addr())
+            .set("eventhub", "name", HUB),
     );
     let lines: Vec<String> = (0..5000)
         .map(|i| format!("line {i} {}", "x".repeat(200)))
@@ -88,11 +86,9 @@ async fn a_wrong_key_fails_with_a_clear_error() {
     let work = Workdir::new();
     let config = work.write_config(
         "hubcap.toml",
-        &HubcapConfig::new(
-            &connection_string(emulator.amqp_addr(), "not-the-key"),
-            &work.checkpoints(),
-        )
-        .set("eventhub", "name", HUB),
+        &work
+            .config_with_key(emulator.amqp_addr(), "not-the-key")
+            .set("eventhub", "name", HUB),
     );
     let output = send(&config, &[], &["hello".to_owned()]);
     assert!(!output.status.success());
