@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use tokio_util::sync::CancellationToken;
 
 /// `GET http://addr/path`: status and body.
 async fn get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -30,73 +28,36 @@ fn checkpoint_errors(metrics: &str) -> u64 {
         .sum()
 }
 
-/// Sequence numbers of partition 0 in every committed Avro file under `root`.
-fn archived(root: &Path) -> Vec<i64> {
-    let mut numbers = Vec::new();
-    let mut pending = vec![root.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_name() == ".hubcap-staging" {
-                continue;
-            }
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "avro") {
-                let bytes = std::fs::read(&path).unwrap();
-                for record in apache_avro::Reader::new(&bytes[..]).unwrap() {
-                    let apache_avro::types::Value::Record(fields) = record.unwrap() else {
-                        panic!("not a record");
-                    };
-                    if let Some((_, apache_avro::types::Value::Long(n))) =
-                        fields.iter().find(|(name, _)| name == "SequenceNumber")
-                    {
-                        numbers.push(*n);
-                    }
-                }
-            }
-        }
-    }
-    numbers.sort();
-    numbers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_checkpoint_write_fails_the_partition_until_the_store_accepts_it() {
     let emulator = start_emulator(1).await;
     preload_each(&emulator, 50, 100);
     let work = Workdir::new();
-    let store = StoreView::new(&work.checkpoints(), emulator.amqp_addr());
+    let store = work.store(emulator.amqp_addr());
     // A non-empty directory where partition 0's checkpoint record goes: replacing it fails
     // with EISDIR, which the file store reports as a refusal (as it would a read-only disk).
     let obstacle = store.checkpoint_path("0");
     std::fs::create_dir_all(&obstacle).unwrap();
     std::fs::write(obstacle.join("in-the-way"), b"").unwrap();
-    let capture = work.path().join("capture");
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let text = HubcapConfig::new(
-        &connection_string(emulator.amqp_addr(), KEY),
-        &work.checkpoints(),
-    )
-    .set("sink", "type", "avro_file")
-    .set("sink", "path", capture.to_str().unwrap())
-    .set("http", "listen", &http.to_string())
-    .to_toml();
-    let config = hubcap::config::parse(&text, "hubcap.toml", &|_| None).expect("a valid config");
-    let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(hubcap::runtime::run(config, shutdown.clone()));
+    let mut daemon = Daemon::start(
+        "hubcap",
+        &work
+            .config(emulator.amqp_addr())
+            .sink(Sink::AvroFile)
+            .serve_http(),
+    );
+    let http = daemon.metrics_addr();
+    let archived = || {
+        let mut numbers: Vec<i64> = daemon.events().iter().map(|e| e.sequence_number).collect();
+        numbers.sort();
+        numbers
+    };
 
     // The window is committed, its checkpoint is refused: failing, counted, retried.
     eventually(
         "the first window is committed",
         Duration::from_secs(20),
-        || archived(&capture) == (0..50).collect::<Vec<_>>(),
+        || archived() == (0..50).collect::<Vec<_>>(),
     )
     .await;
     let mut retried = false;
@@ -139,17 +100,9 @@ async fn a_refused_checkpoint_write_fails_the_partition_until_the_store_accepts_
         || store.checkpoint("0").and_then(|c| c.sequencenumber) == Some(99),
     )
     .await;
-    assert_eq!(
-        archived(&capture),
-        (0..100).collect::<Vec<_>>(),
-        "every event once"
-    );
+    assert_eq!(archived(), (0..100).collect::<Vec<_>>(), "every event once");
     let (status, body) = get(http, "/readyz").await.expect("readyz answers");
     assert!(!body.contains("checkpoint failing"), "{status} {body}");
 
-    shutdown.cancel();
-    within("the daemon drains", DRAIN_TIMEOUT * 2, daemon)
-        .await
-        .expect("the daemon task")
-        .expect("a clean stop");
+    daemon.stop_cleanly().await;
 }

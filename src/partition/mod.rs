@@ -127,7 +127,10 @@ impl PartitionTask {
         });
         let mut batch: Vec<ReceivedEvent> = Vec::with_capacity(self.settings.batch_size);
         let mut last_delivery = Instant::now();
-        let mut last_lag_sample = Instant::now() - LAG_SAMPLE_INTERVAL;
+        // Samples spread over the interval, so partitions that start together do not all ask
+        // `$management` at once.
+        let mut last_lag_sample = Instant::now() - LAG_SAMPLE_INTERVAL.mul_f64(rand::random());
+        let mut lag_sample: Option<observe::LagSample> = None;
         let ended = loop {
             let stuck_check = last_delivery + self.settings.stuck_timeout;
             let received = tokio::select! {
@@ -140,6 +143,11 @@ impl PartitionTask {
                         Some(next) => break Ended::Then(next),
                         None => continue,
                     }
+                }
+                lag = observe::answered(&mut lag_sample) => {
+                    lag_sample = None;
+                    self.record_lag(lag);
+                    continue;
                 }
                 _ = tokio::time::sleep_until(stuck_check.into()) => {
                     last_delivery = Instant::now();
@@ -160,10 +168,9 @@ impl PartitionTask {
             retry.reset();
             last_delivery = Instant::now();
             self.observe(&batch, first.sequence_number);
-            if last_lag_sample.elapsed() >= LAG_SAMPLE_INTERVAL {
+            if lag_sample.is_none() && last_lag_sample.elapsed() >= LAG_SAMPLE_INTERVAL {
                 last_lag_sample = Instant::now();
-                self.sample_lag(last.sequence_number, last.enqueued_time_ms)
-                    .await;
+                lag_sample = Some(self.lag_sample(last));
             }
             *position = progress::after(last.sequence_number);
             let committed = self.sink.append(&batch).await;
@@ -187,7 +194,8 @@ impl PartitionTask {
         mut result: Result<Option<CommittedWindow>, SinkError>,
         position: &mut EventPosition,
     ) -> Option<Next> {
-        let mut retry = self.retry();
+        // Built on the first failure only: settling is on the per-batch path.
+        let mut retry: Option<Retry> = None;
         let window = loop {
             match result {
                 Ok(None) => return None,
@@ -199,6 +207,7 @@ impl PartitionTask {
                         return Some(Next::BackOff);
                     }
                     // The window is kept: stop receiving and retry its commit.
+                    let retry = retry.get_or_insert_with(|| self.retry());
                     if retry.pause(self.lease.lost().cancelled()).await.is_some() {
                         return Some(Next::Exit(self.lose()));
                     }

@@ -1,10 +1,25 @@
 //! What a receiving partition watches besides its events: the stuck-receiver watchdog, lag,
 //! and counters of what arrived.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use tracing::warn;
 
 use super::{progress, PartitionTask};
 use crate::eventhubs::{EventPosition, ReceivedEvent};
+
+/// A lag sample in flight.
+pub(super) type LagSample = Pin<Box<dyn Future<Output = Option<(i64, f64)>> + Send>>;
+
+/// Completes with the sample's answer; never while none is in flight.
+pub(super) async fn answered(sample: &mut Option<LagSample>) -> Option<(i64, f64)> {
+    match sample {
+        Some(sample) => sample.await,
+        None => std::future::pending().await,
+    }
+}
 
 impl PartitionTask {
     /// Whether a silent receiver must be recycled: the service holds events past `position`.
@@ -24,17 +39,29 @@ impl PartitionTask {
         true
     }
 
-    /// Asks the service where the partition ends and records how far behind `last` is.
-    pub(super) async fn sample_lag(&self, last_sequence_number: i64, last_enqueued_time_ms: i64) {
-        let partition_id = &self.lease.partition_id;
-        let Ok(properties) = self.client.partition_properties(partition_id).await else {
-            return;
-        };
-        let (events, seconds) =
-            progress::lag(&properties, last_sequence_number, last_enqueued_time_ms);
+    /// A question to the service about where the partition ends, for the event received last:
+    /// it runs beside the receive loop (a slow `$management` answer must not hold up receiving
+    /// or the window's rollover) and yields the lag in events and seconds.
+    pub(super) fn lag_sample(&self, last: &ReceivedEvent) -> LagSample {
+        let client = Arc::clone(&self.client);
+        let partition_id = self.lease.partition_id.clone();
+        let (sequence_number, enqueued_time_ms) = (last.sequence_number, last.enqueued_time_ms);
+        Box::pin(async move {
+            let properties = client.partition_properties(&partition_id).await.ok()?;
+            Some(progress::lag(
+                &properties,
+                sequence_number,
+                enqueued_time_ms,
+            ))
+        })
+    }
+
+    /// Records a finished lag sample.
+    pub(super) fn record_lag(&self, lag: Option<(i64, f64)>) {
+        let Some((events, seconds)) = lag else { return };
         self.metrics.lag(events, seconds);
         self.health
-            .partition(partition_id, |p| p.lag_events = Some(events));
+            .partition(&self.lease.partition_id, |p| p.lag_events = Some(events));
     }
 
     /// Counts a received batch, and warns once about events that expired before they were read.
