@@ -12,9 +12,10 @@
 //! - below `max`: claim every unowned, expired or released partition up to `max`, with either
 //!   strategy: nobody reads those, so waiting a cycle per partition only delays the archive (a
 //!   fresh single instance owns a 32-partition hub after its first cycle);
-//! - still below `min`: steal from the owner holding the most, one partition per cycle
-//!   (`balanced`) or everything up to `min` at once (`greedy`), each from the owner then holding
-//!   the most.
+//! - still below `min`, or below `max` while another owner holds more than `max` (it took
+//!   everything unowned before the others started): steal from the owner holding the most, one
+//!   partition per cycle (`balanced`) or all this instance is owed at once (`greedy`), each from
+//!   the owner then holding the most.
 //!
 //! This departs from the Python processor in one place: its `balanced` strategy claims one
 //! unowned partition per cycle. Taking more of them at once only makes hubcap converge sooner;
@@ -125,20 +126,18 @@ pub fn plan(input: &BalanceInput<'_>, rng: &mut impl Rng) -> Plan {
     candidates.truncate(max - own);
     let own = own + candidates.len();
     plan.claims = candidates;
-    if own >= min {
-        return plan;
-    }
-    let owed = match input.strategy {
-        Strategy::Balanced => 1,
-        Strategy::Greedy => min - own,
-    };
-    // Others' partitions, richest owner first; each steal takes from whoever holds the most then.
+    // Others' partitions; each steal takes from whoever holds the most at that point.
     let mut others: Vec<Vec<&str>> = owned_by
         .iter()
         .filter(|(owner, _)| **owner != input.me)
         .map(|(_, ids)| ids.clone())
         .collect();
-    for _ in 0..owed {
+    let steals_allowed = match input.strategy {
+        Strategy::Balanced => 1,
+        Strategy::Greedy => usize::MAX,
+    };
+    let mut own = own;
+    while plan.stolen.len() < steals_allowed {
         let Some(richest) = others
             .iter_mut()
             .filter(|ids| !ids.is_empty())
@@ -146,11 +145,20 @@ pub fn plan(input: &BalanceInput<'_>, rng: &mut impl Rng) -> Plan {
         else {
             break;
         };
+        // Below `min`: owed a partition. At `min` but below `max` while an owner holds more
+        // than `max`: that owner must shed one, and only a stealer can make it (owners never
+        // give partitions away), so the split converges even after one instance took
+        // everything unowned at start.
+        let owed = own < min || (own < max && richest.len() > max);
+        if !owed {
+            break;
+        }
         let index = rng.gen_range(0..richest.len());
         let id = richest.swap_remove(index);
         let version = by_partition.get(id).map(|o| o.version.clone());
         plan.claims.push(claim(input.me, id, version));
         plan.stolen.push(id.to_owned());
+        own += 1;
     }
     plan
 }
@@ -261,6 +269,85 @@ mod tests {
             .collect();
         owners.sort();
         assert_eq!(owners, vec!['b', 'c', 'd']);
+    }
+
+    #[test]
+    fn at_min_steals_from_an_owner_above_max() {
+        // 8 partitions, owners a b c: min 2, max 3; b holds 4 (it started first).
+        let plan = run("bbbbccaa", "a", Strategy::Greedy, 3);
+        assert_eq!(plan.stolen.len(), 1);
+        assert!(["0", "1", "2", "3"].contains(&plan.stolen[0].as_str()));
+        // At min with nobody above max: nothing to do.
+        assert!(run("bbbcccaa", "a", Strategy::Greedy, 3).stolen.is_empty());
+    }
+
+    #[test]
+    fn one_instance_that_took_everything_hands_over_until_the_split_is_even() {
+        for (partitions, owners, want) in [
+            (8, 3, vec![2, 3, 3]),
+            (16, 3, vec![5, 5, 6]),
+            (12, 4, vec![3, 3, 3, 3]),
+        ] {
+            for strategy in [Strategy::Balanced, Strategy::Greedy] {
+                let names: Vec<String> = (0..owners)
+                    .map(|i| ((b'a' + i as u8) as char).to_string())
+                    .collect();
+                let layout: String = std::iter::repeat_n('a', partitions).collect();
+                let (ids, initial) = fixture(&layout);
+                let mut records: HashMap<String, Ownership> = initial
+                    .into_iter()
+                    .map(|o| (o.partition_id.clone(), o))
+                    .collect();
+                let mut rng = StdRng::seed_from_u64(11);
+                let mut settled = None;
+                for cycle in 0..40 {
+                    let mut moved = false;
+                    for me in &names {
+                        let ownerships: Vec<Ownership> = records.values().cloned().collect();
+                        let p = plan(
+                            &BalanceInput {
+                                partition_ids: &ids,
+                                ownerships: &ownerships,
+                                me,
+                                now: now(),
+                                ownership_expiration: EXPIRATION,
+                                strategy,
+                            },
+                            &mut rng,
+                        );
+                        for c in &p.claims {
+                            moved = true;
+                            let record = records.get_mut(&c.partition_id).unwrap();
+                            record.owner_id = me.clone();
+                            record.last_modified = now();
+                        }
+                        if strategy == Strategy::Balanced {
+                            assert!(p.stolen.len() <= 1);
+                        }
+                    }
+                    let mut counts: Vec<usize> = names
+                        .iter()
+                        .map(|me| records.values().filter(|o| &o.owner_id == me).count())
+                        .collect();
+                    counts.sort();
+                    match settled {
+                        None if counts == want => settled = Some(cycle),
+                        Some(_) => assert!(
+                            !moved,
+                            "{strategy:?} {partitions}/{owners}: moved after settling"
+                        ),
+                        None => {}
+                    }
+                }
+                let settled = settled.unwrap_or_else(|| {
+                    panic!("{strategy:?} {partitions}/{owners} never split evenly")
+                });
+                assert!(
+                    settled <= partitions,
+                    "{strategy:?} {partitions}/{owners}: settled at cycle {settled}"
+                );
+            }
+        }
     }
 
     #[test]
