@@ -59,10 +59,23 @@ async fn event_hubs(config: &Config) -> Result<String, String> {
             properties.partition_ids.len(),
             properties.partition_ids.join(",")
         )),
-        Err(error) => Err(format!(
-            "cannot read event hub {hub:?} at {endpoint}: {error} (the credential needs the \
-             Listen right on the hub, or the Azure Event Hubs Data Receiver role)"
-        )),
+        Err(error) => {
+            use crate::eventhubs::EventHubsError;
+            let hint = match &error {
+                EventHubsError::Unauthorized { .. } | EventHubsError::Management { .. } => {
+                    " (check the event hub name; the credential needs the Listen right on the \
+                     hub, or the Azure Event Hubs Data Receiver role)"
+                }
+                EventHubsError::Connect { .. } | EventHubsError::Timeout { .. } => {
+                    " (check the namespace host name, and that this host can reach its port: \
+                     5671 for AMQP over TLS)"
+                }
+                _ => "",
+            };
+            Err(format!(
+                "cannot read event hub {hub:?} at {endpoint}: {error}{hint}"
+            ))
+        }
     }
 }
 
@@ -122,14 +135,14 @@ async fn sink(config: &Config) -> Result<String, String> {
 fn probe_directory(dir: &Path) -> Result<(), String> {
     let fail = |action: &str, e: std::io::Error| {
         format!(
-            "cannot {action} in {}: {e} (the user hubcap runs as needs write access there)",
+            "cannot {action} {}: {e} (the user hubcap runs as needs write access there)",
             dir.display()
         )
     };
     std::fs::create_dir_all(dir).map_err(|e| fail("create the directory", e))?;
     let probe = dir.join(format!(".{PROBE_NAME}-{}", std::process::id()));
-    std::fs::write(&probe, b"hubcap").map_err(|e| fail("write a file", e))?;
-    let read = std::fs::read(&probe).map_err(|e| fail("read a file", e));
+    std::fs::write(&probe, b"hubcap").map_err(|e| fail("write a file in", e))?;
+    let read = std::fs::read(&probe).map_err(|e| fail("read a file in", e));
     let _ = std::fs::remove_file(&probe);
     read.map(|_| ())
 }

@@ -95,7 +95,10 @@ fn owners(dir: &Path, emulator: &Emulator, expiration: Duration) -> BTreeMap<Str
         .join(HUB)
         .join("$default")
         .join("ownership");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let Ok(entries) = std::fs::read_dir(&ownership) else {
         return BTreeMap::new();
     };
@@ -104,7 +107,8 @@ fn owners(dir: &Path, emulator: &Emulator, expiration: Duration) -> BTreeMap<Str
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let record: Record = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
-            let fresh = now.saturating_sub(record.last_modified_unix_ms) < expiration.as_millis() as u64;
+            let fresh =
+                now.saturating_sub(record.last_modified_unix_ms) < expiration.as_millis() as u64;
             (fresh && !record.ownerid.is_empty())
                 .then(|| (e.file_name().to_string_lossy().into_owned(), record.ownerid))
         })
@@ -191,10 +195,17 @@ async fn a_fourth_instance_joining_three_takes_one_partition_per_cycle() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let counts_seen: Vec<usize> = steps.iter().map(|(_, n)| *n).collect();
-    assert_eq!(counts_seen, vec![1, 2, 3], "d took more than one at once: {steps:?}");
+    assert_eq!(
+        counts_seen,
+        vec![1, 2, 3],
+        "d took more than one at once: {steps:?}"
+    );
     for pair in steps.windows(2) {
         let gap = pair[1].0 - pair[0].0;
-        assert!(gap >= Duration::from_millis(800), "two steals {gap:?} apart: {steps:?}");
+        assert!(
+            gap >= Duration::from_millis(800),
+            "two steals {gap:?} apart: {steps:?}"
+        );
     }
     // And it settles at 3/3/3/3 without further moves.
     let settled = owners(dir.path(), &emulator, expiration);
@@ -202,7 +213,11 @@ async fn a_fourth_instance_joining_three_takes_one_partition_per_cycle() {
     values.sort();
     assert_eq!(values, vec![3, 3, 3, 3], "{settled:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(owners(dir.path(), &emulator, expiration), settled, "ownership moved after settling");
+    assert_eq!(
+        owners(dir.path(), &emulator, expiration),
+        settled,
+        "ownership moved after settling"
+    );
     drop(instances);
     emulator.shutdown().await;
 }
