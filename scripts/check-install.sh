@@ -3,6 +3,7 @@
 #
 #   bash scripts/check-install.sh            install into a scratch directory, check, remove it
 #   bash scripts/check-install.sh --keep     keep the scratch directory (build files included)
+#   bash scripts/check-install.sh --target-dir DIR   reuse build files of an earlier --keep run
 #
 # It takes the `cargo install` line from README.md's Install section, runs it with `--root` in a
 # scratch directory (so ~/.cargo/bin is left alone) and a fresh target directory (a first build,
@@ -12,12 +13,16 @@
 set -euo pipefail
 
 keep=false
-case "${1:-}" in
-  --keep) keep=true ;;
-  "") ;;
-  -h | --help) sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-  *) printf 'check-install.sh: unknown argument: %s\n' "$1" >&2; exit 2 ;;
-esac
+target_dir=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) keep=true ;;
+    --target-dir) shift; target_dir=${1:?--target-dir needs a directory} ;;
+    -h | --help) sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) printf 'check-install.sh: unknown argument: %s\n' "$1" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
@@ -38,25 +43,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
+target_dir=${target_dir:-$scratch/target}
 started=$(date +%s)
 # shellcheck disable=SC2086 # the documented command is split into words on purpose
-CARGO_TARGET_DIR=$scratch/target $documented --root "$scratch/root" \
+CARGO_TARGET_DIR=$target_dir $documented --root "$scratch/root" \
   || fail "the documented install command failed"
 elapsed=$(( $(date +%s) - started ))
 bin=$scratch/root/bin/hubcap
 [ -x "$bin" ] || fail "no $bin after the install"
 
 size=$(stat -c %s "$bin")
-printf '==> first build and install: %d min %02d s; binary %d MB; build files %s\n' \
-  $((elapsed / 60)) $((elapsed % 60)) $((size / 1000000)) "$(du -sh "$scratch/target" | cut -f1)"
+printf '==> build and install: %d min %02d s; binary %d MB; build files %s\n' \
+  $((elapsed / 60)) $((elapsed % 60)) $((size / 1000000)) "$(du -sh "$target_dir" | cut -f1)"
 [ "$size" -lt 50000000 ] || fail "the binary is $((size / 1000000)) MB: is the release profile keeping debug info?"
 
-"$bin" --version | grep -q '^hubcap ' || fail "hubcap --version"
-"$bin" completions bash | grep -q 'hubcap' || fail "hubcap completions bash"
-"$bin" completions zsh | grep -q '#compdef hubcap' || fail "hubcap completions zsh"
-"$bin" completions fish | grep -q 'complete -c hubcap' || fail "hubcap completions fish"
-"$bin" man | grep -q '^\.TH hubcap' || fail "hubcap man"
-"$bin" run --help | grep -q 'config.example.toml' || fail "run --help does not point to config.example.toml"
+# Each output is captured whole before it is matched: `grep -q` on a pipe would stop reading early.
+expect() { # expect WHAT PATTERN COMMAND...
+  local what=$1 pattern=$2 output
+  shift 2
+  output=$("$@") || fail "$what exited with $?"
+  grep -q -- "$pattern" <<<"$output" || fail "$what: no '$pattern' in its output"
+}
+expect "hubcap --version" '^hubcap ' "$bin" --version
+expect "hubcap completions bash" '_hubcap' "$bin" completions bash
+expect "hubcap completions zsh" '#compdef hubcap' "$bin" completions zsh
+expect "hubcap completions fish" 'complete -c hubcap' "$bin" completions fish
+expect "hubcap man" '^\.TH hubcap' "$bin" man
+expect "hubcap run --help" 'config.example.toml' "$bin" run --help
 
 demo=$scratch/demo
 "$bin" demo --duration 4 --window 1 --rate 200 --dir "$demo" >"$scratch/demo.out" \

@@ -99,13 +99,15 @@ fn main() -> ExitCode {
         } => cat(&files, limit, fields.as_deref()),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "hubcap", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "hubcap", &mut script);
+            print_bytes("completions", &script)
         }
         Command::Man => {
             let command = <Cli as clap::CommandFactory>::command();
-            match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(command).render(&mut page) {
+                Ok(()) => print_bytes("man", &page),
                 Err(e) => {
                     eprintln!("hubcap man: {e}");
                     ExitCode::FAILURE
@@ -131,6 +133,20 @@ fn main() -> ExitCode {
             partitions,
             window: std::time::Duration::from_secs(window),
         }),
+    }
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_bytes(command: &str, bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubcap {command}: stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
