@@ -37,12 +37,17 @@ require() {
 }
 
 require python3 "install Python 3.9 or later with its venv module (Debian: apt-get install python3 python3-venv)"
-require node "install Node.js 18 or later (Debian: apt-get install nodejs)"
+require node "install Node.js 20 or later (Debian 13: apt-get install nodejs)"
 require npm "install npm (Debian: apt-get install npm)"
 require cargo "install the Rust toolchain (rustup) with cargo on PATH"
 require sha256sum "install coreutils"
 
 fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# Azurite 3.35 (package.json) and its dependencies declare Node.js 20 or later; README says the same.
+node_major=$(node --version | sed 's/^v\([0-9]*\).*/\1/')
+[ "${node_major:-0}" -ge 20 ] 2>/dev/null \
+  || die "Node.js $(node --version) is too old: Azurite needs Node.js 20 or later"
 
 # --- System tools: promtool (the /metrics lint) -------------------------------------------------
 if ! command -v promtool >/dev/null 2>&1; then

@@ -9,9 +9,18 @@
 //!   owner; this instance always counts as an active owner;
 //! - `min = partitions / owners`, `max = ceil(partitions / owners)`;
 //! - every partition this instance owns is renewed;
-//! - below `max`: claim unowned, expired or released partitions, one per cycle (`balanced`) or
-//!   up to `max` (`greedy`);
-//! - nothing claimable and below `min`: steal one partition from the owner holding the most.
+//! - below `max`: claim every unowned, expired or released partition up to `max`, with either
+//!   strategy: nobody reads those, so waiting a cycle per partition only delays the archive (a
+//!   fresh single instance owns a 32-partition hub after its first cycle);
+//! - still below `min`, or below `max` while another owner holds more than `max` (it took
+//!   everything unowned before the others started): steal from the owner holding the most, one
+//!   partition per cycle (`balanced`) or all this instance is owed at once (`greedy`), each from
+//!   the owner then holding the most.
+//!
+//! This departs from the Python processor in one place: its `balanced` strategy claims one
+//! unowned partition per cycle. Taking more of them at once only makes hubcap converge sooner;
+//! claims are ETag-guarded, so a race with another processor costs the loser a claim, never a
+//! double owner.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -23,10 +32,11 @@ use crate::checkpoint::{Ownership, OwnershipClaim};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
-    /// One new partition per cycle: slower to converge, fewer ownership changes on deploys.
+    /// Steals at most one partition per cycle from a live owner: fewer ownership changes (and
+    /// duplicate reads) while a deployment rolls.
     #[default]
     Balanced,
-    /// Everything this instance is due in one cycle.
+    /// Steals everything this instance is owed in one cycle.
     Greedy,
 }
 
@@ -37,8 +47,8 @@ pub struct Plan {
     pub renewals: Vec<OwnershipClaim>,
     /// New partitions: unowned, expired, released, or stolen.
     pub claims: Vec<OwnershipClaim>,
-    /// The partition id in `claims` that is taken from a live owner, if any.
-    pub stolen: Option<String>,
+    /// The partition ids in `claims` taken from a live owner.
+    pub stolen: Vec<String>,
 }
 
 impl Plan {
@@ -112,28 +122,43 @@ pub fn plan(input: &BalanceInput<'_>, rng: &mut impl Rng) -> Plan {
                 .map(|o| claim(input.me, &o.partition_id, Some(o.version.clone()))),
         )
         .collect();
-    if !candidates.is_empty() {
-        candidates.shuffle(rng);
-        let wanted = match input.strategy {
-            Strategy::Balanced => 1,
-            Strategy::Greedy => max - own,
+    candidates.shuffle(rng);
+    candidates.truncate(max - own);
+    let own = own + candidates.len();
+    plan.claims = candidates;
+    // Others' partitions; each steal takes from whoever holds the most at that point.
+    let mut others: Vec<Vec<&str>> = owned_by
+        .iter()
+        .filter(|(owner, _)| **owner != input.me)
+        .map(|(_, ids)| ids.clone())
+        .collect();
+    let steals_allowed = match input.strategy {
+        Strategy::Balanced => 1,
+        Strategy::Greedy => usize::MAX,
+    };
+    let mut own = own;
+    while plan.stolen.len() < steals_allowed {
+        let Some(richest) = others
+            .iter_mut()
+            .filter(|ids| !ids.is_empty())
+            .reduce(|best, ids| if ids.len() > best.len() { ids } else { best })
+        else {
+            break;
         };
-        candidates.truncate(wanted);
-        plan.claims = candidates;
-        return plan;
-    }
-    if own < min {
-        let richest = owned_by
-            .iter()
-            .filter(|(owner, _)| **owner != input.me)
-            .max_by_key(|(_, ids)| ids.len());
-        if let Some((_, ids)) = richest {
-            if let Some(id) = ids.choose(rng) {
-                let version = by_partition.get(id).map(|o| o.version.clone());
-                plan.claims.push(claim(input.me, id, version));
-                plan.stolen = Some((*id).to_owned());
-            }
+        // Below `min`: owed a partition. At `min` but below `max` while an owner holds more
+        // than `max`: that owner must shed one, and only a stealer can make it (owners never
+        // give partitions away), so the split converges even after one instance took
+        // everything unowned at start.
+        let owed = own < min || (own < max && richest.len() > max);
+        if !owed {
+            break;
         }
+        let index = rng.gen_range(0..richest.len());
+        let id = richest.swap_remove(index);
+        let version = by_partition.get(id).map(|o| o.version.clone());
+        plan.claims.push(claim(input.me, id, version));
+        plan.stolen.push(id.to_owned());
+        own += 1;
     }
     plan
 }
@@ -206,12 +231,134 @@ mod tests {
     }
 
     #[test]
-    fn alone_greedy_claims_everything_balanced_claims_one() {
-        let greedy = run("....", "a", Strategy::Greedy, 1);
-        assert_eq!(greedy.claims.len(), 4);
-        assert!(greedy.claims.iter().all(|c| c.version.is_none()));
-        let balanced = run("....", "a", Strategy::Balanced, 1);
+    fn alone_both_strategies_claim_every_unowned_partition_at_once() {
+        for strategy in [Strategy::Greedy, Strategy::Balanced] {
+            let plan = run(&".".repeat(32), "a", strategy, 1);
+            assert_eq!(plan.claims.len(), 32, "{strategy:?}");
+            assert!(plan.claims.iter().all(|c| c.version.is_none()));
+            assert!(plan.stolen.is_empty());
+        }
+    }
+
+    #[test]
+    fn unowned_partitions_are_taken_only_up_to_the_fair_share() {
+        // 8 partitions, a and b live: max 4; a owns 1, so it takes 3 of the 5 free ones.
+        for strategy in [Strategy::Greedy, Strategy::Balanced] {
+            let plan = run("ab_...B.", "a", strategy, 5);
+            assert_eq!(plan.claims.len(), 3, "{strategy:?}");
+            assert!(plan.stolen.is_empty());
+            assert!(claimed(&plan).iter().all(|id| !["0", "1"].contains(id)));
+        }
+    }
+
+    #[test]
+    fn a_fourth_instance_steals_one_per_cycle_when_balanced_and_all_it_is_owed_when_greedy() {
+        // 12 partitions, three owners with 4 each; d joins: min 3.
+        let layout = "bbbbccccdddd";
+        let balanced = run(layout, "a", Strategy::Balanced, 2);
         assert_eq!(balanced.claims.len(), 1);
+        assert_eq!(balanced.stolen, claimed(&balanced));
+        let greedy = run(layout, "a", Strategy::Greedy, 2);
+        assert_eq!(greedy.claims.len(), 3);
+        assert_eq!(greedy.stolen, claimed(&greedy));
+        // One from each owner: each steal takes from whoever holds the most at that point.
+        let mut owners: Vec<char> = greedy
+            .stolen
+            .iter()
+            .map(|id| layout.as_bytes()[id.parse::<usize>().unwrap()] as char)
+            .collect();
+        owners.sort();
+        assert_eq!(owners, vec!['b', 'c', 'd']);
+    }
+
+    #[test]
+    fn at_min_steals_from_an_owner_above_max() {
+        // 8 partitions, owners a b c: min 2, max 3; b holds 4 (it started first).
+        let plan = run("bbbbccaa", "a", Strategy::Greedy, 3);
+        assert_eq!(plan.stolen.len(), 1);
+        assert!(["0", "1", "2", "3"].contains(&plan.stolen[0].as_str()));
+        // At min with nobody above max: nothing to do.
+        assert!(run("bbbcccaa", "a", Strategy::Greedy, 3).stolen.is_empty());
+    }
+
+    #[test]
+    fn one_instance_that_took_everything_hands_over_until_the_split_is_even() {
+        for (partitions, owners, want) in [
+            (8, 3, vec![2, 3, 3]),
+            (16, 3, vec![5, 5, 6]),
+            (12, 4, vec![3, 3, 3, 3]),
+        ] {
+            for strategy in [Strategy::Balanced, Strategy::Greedy] {
+                let names: Vec<String> = (0..owners)
+                    .map(|i| ((b'a' + i as u8) as char).to_string())
+                    .collect();
+                let layout: String = std::iter::repeat_n('a', partitions).collect();
+                let (ids, initial) = fixture(&layout);
+                let mut records: HashMap<String, Ownership> = initial
+                    .into_iter()
+                    .map(|o| (o.partition_id.clone(), o))
+                    .collect();
+                let mut rng = StdRng::seed_from_u64(11);
+                let mut settled = None;
+                for cycle in 0..40 {
+                    let mut moved = false;
+                    for me in &names {
+                        let ownerships: Vec<Ownership> = records.values().cloned().collect();
+                        let p = plan(
+                            &BalanceInput {
+                                partition_ids: &ids,
+                                ownerships: &ownerships,
+                                me,
+                                now: now(),
+                                ownership_expiration: EXPIRATION,
+                                strategy,
+                            },
+                            &mut rng,
+                        );
+                        for c in &p.claims {
+                            moved = true;
+                            let record = records.get_mut(&c.partition_id).unwrap();
+                            record.owner_id = me.clone();
+                            record.last_modified = now();
+                        }
+                        if strategy == Strategy::Balanced {
+                            assert!(p.stolen.len() <= 1);
+                        }
+                    }
+                    let mut counts: Vec<usize> = names
+                        .iter()
+                        .map(|me| records.values().filter(|o| &o.owner_id == me).count())
+                        .collect();
+                    counts.sort();
+                    match settled {
+                        None if counts == want => settled = Some(cycle),
+                        Some(_) => assert!(
+                            !moved,
+                            "{strategy:?} {partitions}/{owners}: moved after settling"
+                        ),
+                        None => {}
+                    }
+                }
+                let settled = settled.unwrap_or_else(|| {
+                    panic!("{strategy:?} {partitions}/{owners} never split evenly")
+                });
+                assert!(
+                    settled <= partitions,
+                    "{strategy:?} {partitions}/{owners}: settled at cycle {settled}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn free_partitions_first_then_a_steal_if_still_below_min() {
+        // 9 partitions, owners a b c: min 3. One free partition is not enough for a.
+        let plan = run("bbbbcccc.", "a", Strategy::Balanced, 4);
+        let ids = claimed(&plan);
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&"8"));
+        assert_eq!(plan.stolen.len(), 1);
+        assert_ne!(plan.stolen[0], "8");
     }
 
     #[test]
@@ -234,14 +381,14 @@ mod tests {
         ids.sort();
         assert_eq!(ids, vec!["0", "1"]);
         assert!(plan.claims.iter().all(|c| c.version.is_some()));
-        assert_eq!(plan.stolen, None);
+        assert!(plan.stolen.is_empty());
     }
 
     #[test]
     fn below_min_with_nothing_free_steals_one_from_the_richest() {
-        let plan = run("bbbbbbcc", "a", Strategy::Greedy, 7);
+        let plan = run("bbbbbbcc", "a", Strategy::Balanced, 7);
         assert_eq!(plan.claims.len(), 1);
-        let stolen = plan.stolen.clone().unwrap();
+        let stolen = plan.stolen[0].clone();
         assert!(["0", "1", "2", "3", "4", "5"].contains(&stolen.as_str()));
         assert_eq!(
             plan.claims[0].version.as_deref(),

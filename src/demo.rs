@@ -2,7 +2,11 @@
 //!
 //! It starts the embedded Event Hubs emulator, a producer publishing JSON events, and hubcap
 //! itself with the file checkpoint store and the `avro_file` sink, prints progress, and at the
-//! end says where the Capture files are and how to read them.
+//! end says where the Capture files are and how to read them (`hubcap cat`).
+//!
+//! Every run starts from an empty directory, so its summary counts only its own files: a
+//! directory an earlier demo left (it holds the [`MARKER`] file) is cleaned, and one holding
+//! anything else is refused rather than mixed with. The first line says which.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::eventhubs::{EventHubClient, OutgoingEvent, SendTarget};
 
 const DEMO_HUB: &str = "demo-hub";
+
+/// The file that marks a directory as the demo's own, safe to clean on the next run.
+pub const MARKER: &str = ".hubcap-demo";
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -40,6 +47,7 @@ pub struct DemoSummary {
 
 /// Runs the demo until `options.duration` passes or `stop` is cancelled.
 pub async fn run(options: DemoOptions, stop: CancellationToken) -> anyhow::Result<DemoSummary> {
+    println!("hubcap demo: {}", prepare_dir(&options.dir)?);
     let emulator = Emulator::start(EmulatorConfig {
         listen: "127.0.0.1:0".parse()?,
         hubs: vec![HubConfig {
@@ -112,6 +120,44 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> anyhow::Resul
     })
 }
 
+/// Makes `dir` an empty demo directory and says what was done: created, used as it was empty,
+/// or cleaned of an earlier demo's files. A directory with other files is an error.
+pub fn prepare_dir(dir: &Path) -> anyhow::Result<String> {
+    let shown = dir.display();
+    let entries: Vec<std::fs::DirEntry> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<Result<_, _>>()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(MARKER), b"")?;
+            return Ok(format!("new directory {shown}"));
+        }
+        Err(e) => anyhow::bail!("cannot read {shown}: {e}"),
+    };
+    if entries.is_empty() {
+        std::fs::write(dir.join(MARKER), b"")?;
+        return Ok(format!("empty directory {shown}"));
+    }
+    if !dir.join(MARKER).is_file() {
+        anyhow::bail!(
+            "{shown} is not empty and was not made by hubcap demo: choose another --dir (the demo cleans its directory on every run)"
+        );
+    }
+    for entry in entries {
+        if entry.file_name() == MARKER {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(format!(
+        "cleaning {shown} (an earlier demo's files): this run starts empty"
+    ))
+}
+
 /// A free port for the demo's HTTP endpoint (bound and released: a demo can live with the tiny
 /// race, and a fixed port would clash with a real hubcap on 9090).
 fn free_loopback_port() -> std::io::Result<u16> {
@@ -138,7 +184,6 @@ type = "file"
 path = "{dir}/checkpoints"
 
 [load_balancing]
-strategy = "greedy"
 update_interval = "2s"
 ownership_expiration = "10s"
 

@@ -19,10 +19,12 @@
 //! - [`eventhubs`] is the only module that knows AMQP (fe2o3-amqp); [`storage`] is the only one
 //!   that knows Blob Storage; [`credential`] builds Entra ID credentials for both;
 //! - [`http`], [`metrics`], [`health`] and [`systemd`] are what operators see;
-//! - [`demo`] runs the whole pipeline on the embedded emulator;
+//! - [`demo`] runs the whole pipeline on the embedded emulator; [`archive`] reads archive files
+//!   back (`hubcap cat`); [`preflight`] checks a config against the real services;
 //! - [`recovery`] maps every error to one action and paces every retry;
 //! - [`secret`] and [`suggest`] are small shared pieces.
 
+pub mod archive;
 pub mod balance;
 pub mod checkpoint;
 pub mod config;
@@ -34,6 +36,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod partition;
+pub mod preflight;
 pub mod recovery;
 pub mod runtime;
 pub mod secret;

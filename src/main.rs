@@ -19,6 +19,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon.
+    #[command(
+        after_help = "Every config key is documented in config.example.toml at the top of the source tree; `hubcap check-config --connect` tries a config against the real services first."
+    )]
     Run {
         #[arg(long, short, env = "HUBCAP_CONFIG")]
         config: PathBuf,
@@ -27,7 +30,33 @@ enum Command {
     CheckConfig {
         #[arg(long, short, env = "HUBCAP_CONFIG")]
         config: PathBuf,
+        /// Also connect: Event Hubs accepts the credentials, the checkpoint store is readable
+        /// and writable, the sink's destination is writable (writes an empty probe named
+        /// `hubcap-preflight` in each container).
+        #[arg(long)]
+        connect: bool,
     },
+    /// Print the events of archive files (Capture Avro, any codec) as JSON lines, in the
+    /// stdout sink's format.
+    Cat {
+        /// Archive files, printed in the order given.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Stop after this many events in all.
+        #[arg(long, short = 'n', value_name = "N")]
+        limit: Option<u64>,
+        /// Only these fields, comma-separated (partition_id, sequence_number, offset,
+        /// enqueued_time, partition_key, properties, system_properties, body).
+        #[arg(long, value_name = "a,b,...")]
+        fields: Option<String>,
+    },
+    /// Print a shell completion script: `hubcap completions bash > /etc/bash_completion.d/hubcap`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `hubcap man > /usr/local/share/man/man1/hubcap.1`.
+    Man,
     /// Publish each line of standard input as one event to the configured event hub.
     Send {
         #[arg(long, short, env = "HUBCAP_CONFIG")]
@@ -62,7 +91,29 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, connect } => check_config(&config, connect),
+        Command::Cat {
+            files,
+            limit,
+            fields,
+        } => cat(&files, limit, fields.as_deref()),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "hubcap", &mut script);
+            print_bytes("completions", &script)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(command).render(&mut page) {
+                Ok(()) => print_bytes("man", &page),
+                Err(e) => {
+                    eprintln!("hubcap man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => run(&config),
         Command::Send {
             config,
@@ -85,6 +136,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_bytes(command: &str, bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubcap {command}: stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn demo(options: hubcap::demo::DemoOptions) -> ExitCode {
     init_logging(LogFormat::Text, "warn");
     let Some(runtime) = runtime(pool_size()) else {
@@ -98,10 +163,15 @@ fn demo(options: hubcap::demo::DemoOptions) -> ExitCode {
         match result {
             Ok(summary) => {
                 println!();
-                println!("sent {} events; {} Capture files under {}", summary.events_sent, summary.files.len(), summary.capture_dir.display());
+                println!(
+                    "sent {} events; {} Capture files under {}",
+                    summary.events_sent,
+                    summary.files.len(),
+                    summary.capture_dir.display()
+                );
                 if let Some(first) = summary.files.first() {
-                    println!("read one with fastavro:");
-                    println!("  python3 -c 'import fastavro,sys; [print(r[\"SequenceNumber\"], r[\"Body\"]) for r in fastavro.reader(open(sys.argv[1],\"rb\"))]' {}", first.display());
+                    println!("print one as JSON lines:");
+                    println!("  hubcap cat --limit 5 {}", first.display());
                 }
                 ExitCode::SUCCESS
             }
@@ -125,7 +195,8 @@ fn send(
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log.format, &config.log.level);
+    // A command line tool: quiet on success; RUST_LOG still overrides.
+    init_logging(config.log.format, "warn");
     let target = match (partition_key, partition_id) {
         (Some(key), _) => hubcap::eventhubs::SendTarget::PartitionKey(key),
         (None, Some(id)) => hubcap::eventhubs::SendTarget::Partition(id),
@@ -134,11 +205,13 @@ fn send(
     let Some(runtime) = runtime(pool_size()) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(hubcap::runtime::send_lines(
-        &config,
-        &target,
-        std::io::stdin().lock(),
-    )) {
+    let sent = runtime.block_on(async {
+        if let hubcap::eventhubs::SendTarget::Partition(id) = &target {
+            hubcap::preflight::check_partition_exists(&config, id).await?;
+        }
+        hubcap::runtime::send_lines(&config, &target, std::io::stdin().lock()).await
+    });
+    match sent {
         Ok((events, batches)) => {
             eprintln!("sent {events} events in {batches} batches");
             ExitCode::SUCCESS
@@ -178,17 +251,98 @@ fn runtime(worker_threads: usize) -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
-        Ok(_) => {
-            println!("{}: ok", path.display());
-            ExitCode::SUCCESS
-        }
+fn check_config(path: &std::path::Path, connect: bool) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("{} problem(s) found", errors.errors.len());
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
+    };
+    println!("{}: ok", path.display());
+    if !connect {
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.log.format, "warn");
+    let Some(runtime) = runtime(pool_size()) else {
+        return ExitCode::FAILURE;
+    };
+    let checks = runtime.block_on(hubcap::preflight::connect_checks(&config));
+    let mut failed = 0;
+    for check in &checks {
+        match &check.outcome {
+            Ok(found) => println!("{}: ok: {found}", check.what),
+            Err(problem) => {
+                failed += 1;
+                println!("{}: FAILED: {problem}", check.what);
+            }
+        }
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{failed} of {} connection check(s) failed", checks.len());
+        ExitCode::FAILURE
+    }
+}
+
+/// `hubcap cat`: every file in order, stopping at `limit` events; a bad file is reported and
+/// the others still printed.
+fn cat(files: &[PathBuf], limit: Option<u64>, fields: Option<&str>) -> ExitCode {
+    use std::io::Write;
+    let fields = match fields.map(hubcap::archive::parse_fields).transpose() {
+        Ok(fields) => fields,
+        Err(problem) => {
+            eprintln!("hubcap cat: --fields: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    let mut failed = false;
+    let mut line = Vec::new();
+    for file in files {
+        if limit.is_some_and(|limit| printed >= limit) {
+            break;
+        }
+        let mut write_error = None;
+        let result = hubcap::archive::read_file(file, |event| {
+            line.clear();
+            hubcap::archive::write_json_line(&event, fields.as_deref(), &mut line);
+            if let Err(e) = out.write_all(&line) {
+                write_error = Some(e);
+                return false;
+            }
+            printed += 1;
+            limit.is_none_or(|limit| printed < limit)
+        });
+        if let Some(e) = write_error {
+            // A closed pipe (`| head`) is the reader saying it has enough.
+            return if e.kind() == std::io::ErrorKind::BrokenPipe {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("hubcap cat: stdout: {e}");
+                ExitCode::FAILURE
+            };
+        }
+        if let Err(e) = result {
+            let _ = out.flush();
+            eprintln!("hubcap cat: {e}");
+            failed = true;
+        }
+    }
+    if let Err(e) = out.flush() {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("hubcap cat: stdout: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

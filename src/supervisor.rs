@@ -189,7 +189,7 @@ impl Supervisor {
                 .iter()
                 .find(|o| o.partition_id == ownership.partition_id);
             let kind = match previous {
-                _ if plan.stolen.as_deref() == Some(ownership.partition_id.as_str()) => "stolen",
+                _ if plan.stolen.contains(&ownership.partition_id) => "stolen",
                 Some(o) if !o.owner_id.is_empty() && o.owner_id != self.settings.owner_id => {
                     "expired"
                 }

@@ -1,8 +1,10 @@
 //! `hubcap-emulator`: run the Event Hubs emulator from the command line.
 //!
 //! When it is ready it prints one JSON line to stdout, e.g.
-//! `{"amqp_addr":"127.0.0.1:5672","admin_addr":"127.0.0.1:8080","namespace":"emulatorns"}`,
-//! so scripts can start it on port 0 and read back the ports; logs go to stderr.
+//! `{"amqp_addr":"127.0.0.1:5672","admin_addr":"127.0.0.1:8080","namespace":"emulatorns",
+//! "connection_string":"Endpoint=sb://127.0.0.1:5672/;..."}`, so scripts can start it on port 0
+//! and read back the ports, then, on stderr for a person, one ready-to-paste Event Hubs
+//! connection string per hub; logs go to stderr too. README.md beside this crate has the rest.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +16,8 @@ use hubcap_emulator::Emulator;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "An Azure Event Hubs-compatible AMQP 1.0 server for tests and demos"
+    about = "An Azure Event Hubs-compatible AMQP 1.0 server for tests and demos",
+    after_help = after_help()
 )]
 struct Args {
     /// TOML file with the same settings; flags below are applied on top of it.
@@ -59,6 +62,18 @@ struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+/// The connection string for the default address and key, for `--help`.
+fn after_help() -> String {
+    format!(
+        "With the default --listen and key, clients connect with (one hub named telemetry):\n  \
+         Endpoint=sb://127.0.0.1:5672/;SharedAccessKeyName={};SharedAccessKey={};UseDevelopmentEmulator=true;EntityPath=telemetry\n\
+         On start it prints the string for its actual address, key and hubs. Example:\n  \
+         hubcap-emulator --hub telemetry:4 --admin-listen 127.0.0.1:8080",
+        hubcap_emulator::config::DEFAULT_SAS_KEY_NAME,
+        hubcap_emulator::config::DEFAULT_SAS_KEY,
+    )
 }
 
 fn build_config(args: Args) -> anyhow::Result<EmulatorConfig> {
@@ -119,13 +134,21 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = build_config(Args::parse())?;
     let namespace = config.namespace.clone();
+    let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
     let emulator = Emulator::start(config).await?;
     let ready = serde_json::json!({
         "amqp_addr": emulator.amqp_addr().to_string(),
         "admin_addr": emulator.admin_addr().map(|a| a.to_string()),
         "namespace": namespace,
+        "connection_string": emulator.connection_string(None),
     });
     println!("{ready}");
+    for hub in &hubs {
+        eprintln!(
+            "event hub {hub:?}, connection string:\n  {}",
+            emulator.connection_string(Some(hub))
+        );
+    }
     wait_for_signal().await;
     emulator.shutdown().await;
     Ok(())

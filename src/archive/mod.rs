@@ -1,0 +1,254 @@
+//! Reading archives back: the files hubcap writes, as the events they hold.
+//!
+//! `hubcap cat` is built on this: [`read_file`] recognises the file's format from its first
+//! bytes and returns its events as [`ArchivedEvent`]s, which print as the `stdout` sink's JSON
+//! lines (same field names, same value encoding, [`crate::sink::stdout`]). Capture Avro
+//! ([`capture`]) is the only format hubcap writes today; a new sink format adds its reader here.
+
+pub mod capture;
+
+use std::path::{Path, PathBuf};
+
+use crate::eventhubs::ReceivedEvent;
+
+/// One event read from an archive file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedEvent {
+    /// The partition, when the file's path says it (see [`partition_from_path`]).
+    pub partition_id: Option<String>,
+    pub event: ReceivedEvent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{}: cannot open: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not an archive hubcap reads (expected an Avro container file, which starts with \"Obj\\x01\")", path.display())]
+    UnknownFormat { path: PathBuf },
+    #[error("{}: not a readable Avro file: {reason}", path.display())]
+    Avro { path: PathBuf, reason: String },
+    #[error("{}: event {index}: {reason} (the file is truncated or damaged)", path.display())]
+    Damaged {
+        path: PathBuf,
+        /// Events read before the damage.
+        index: u64,
+        reason: String,
+    },
+    #[error("{}: not a Capture file: {reason}", path.display())]
+    NotCapture { path: PathBuf, reason: String },
+}
+
+/// The fields of a JSON line, in the order the `stdout` sink writes them.
+pub const FIELDS: &[&str] = &[
+    "partition_id",
+    "sequence_number",
+    "offset",
+    "enqueued_time",
+    "partition_key",
+    "properties",
+    "system_properties",
+    "body",
+];
+
+/// Checks a `--fields` list against [`FIELDS`], with a suggestion for a misspelt name.
+pub fn parse_fields(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            if FIELDS.contains(&name) {
+                Ok(name.to_owned())
+            } else {
+                let hint = crate::suggest::did_you_mean(name, FIELDS)
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
+                Err(format!(
+                    "unknown field {name:?}{hint}; the fields are {}",
+                    FIELDS.join(",")
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Appends `archived` to `out` as one JSON line of the `stdout` sink
+/// ([`crate::sink::stdout::write_line`]), keeping only `fields` (all when `None`). `body`
+/// brings its `body_encoding`/`body_type` marker along, without which it cannot be decoded.
+pub fn write_json_line(archived: &ArchivedEvent, fields: Option<&[String]>, out: &mut Vec<u8>) {
+    let mut line = Vec::new();
+    crate::sink::stdout::write_line(
+        archived.partition_id.as_deref().unwrap_or_default(),
+        &archived.event,
+        &mut line,
+    );
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(&line) else {
+        return;
+    };
+    if archived.partition_id.is_none() {
+        object.insert("partition_id".into(), serde_json::Value::Null);
+    }
+    let wanted = |name: &str| {
+        fields.is_none_or(|fields| {
+            fields.iter().any(|f| f == name)
+                || (name.starts_with("body_") && fields.iter().any(|f| f == "body"))
+        })
+    };
+    out.push(b'{');
+    let mut first = true;
+    for name in FIELDS.iter().chain(&["body_encoding", "body_type"]) {
+        let Some(value) = object.get(*name) else {
+            continue;
+        };
+        if !wanted(name) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, name);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// The formats [`read_file`] recognises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Event Hubs Capture's Avro container file, any codec.
+    CaptureAvro,
+}
+
+/// Recognises a file's format from its first bytes.
+pub fn detect(path: &Path, first_bytes: &[u8]) -> Result<Format, ArchiveError> {
+    if first_bytes.starts_with(b"Obj\x01") {
+        Ok(Format::CaptureAvro)
+    } else {
+        Err(ArchiveError::UnknownFormat {
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// Calls `each` with every event of the file at `path`, in file order, until it returns false.
+/// Returns how many events were passed.
+pub fn read_file(
+    path: &Path,
+    mut each: impl FnMut(ArchivedEvent) -> bool,
+) -> Result<u64, ArchiveError> {
+    let open_error = |source| ArchiveError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(open_error)?;
+    let mut magic = [0u8; 4];
+    let read = read_up_to(&mut file, &mut magic).map_err(open_error)?;
+    let format = detect(path, &magic[..read])?;
+    let file = std::fs::File::open(path).map_err(open_error)?;
+    let partition_id = partition_from_path(path);
+    match format {
+        Format::CaptureAvro => capture::read(path, std::io::BufReader::new(file), |event| {
+            each(ArchivedEvent {
+                partition_id: partition_id.clone(),
+                event,
+            })
+        }),
+    }
+}
+
+fn read_up_to(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// The partition id in a path laid out as Capture's default format
+/// (`.../{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}.avro`, also hubcap's
+/// default): the directory above six numeric components. `None` for any other layout: the
+/// records themselves do not name their partition.
+pub fn partition_from_path(path: &Path) -> Option<String> {
+    let mut parts: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop()?;
+    let stem = last.strip_suffix(".avro")?;
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !numeric(stem) || parts.len() < 6 {
+        return None;
+    }
+    let time_dirs = &parts[parts.len() - 5..];
+    if !time_dirs.iter().all(|s| numeric(s)) {
+        return None;
+    }
+    let partition = &parts[parts.len() - 6];
+    (!partition.is_empty()).then(|| partition.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_id_comes_from_the_default_layout_only() {
+        let default = Path::new("capture/ns/hub/3/2026/12/01/21/30/05.avro");
+        assert_eq!(partition_from_path(default).as_deref(), Some("3"));
+        assert_eq!(partition_from_path(Path::new("events.avro")), None);
+        assert_eq!(partition_from_path(Path::new("a/b/c/d/e/f/g/h.avro")), None);
+        assert_eq!(
+            partition_from_path(Path::new("ns/hub/0/2026/12/01/21/30/x.avro")),
+            None
+        );
+    }
+
+    #[test]
+    fn fields_are_checked_and_selected_in_the_sink_order() {
+        assert!(parse_fields("body,sequence_numbr")
+            .unwrap_err()
+            .contains("did you mean \"sequence_number\""));
+        let fields = parse_fields("body, sequence_number").unwrap();
+        let archived = ArchivedEvent {
+            partition_id: None,
+            event: ReceivedEvent {
+                sequence_number: 4,
+                offset: "9".into(),
+                enqueued_time_ms: 0,
+                partition_key: None,
+                properties: vec![],
+                system_properties: vec![],
+                body: crate::eventhubs::EventBody::Data(vec![vec![0xff]]),
+            },
+        };
+        let mut out = Vec::new();
+        write_json_line(&archived, Some(&fields), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"sequence_number\":4,\"body\":\"/w==\",\"body_encoding\":\"base64\"}\n"
+        );
+        let mut out = Vec::new();
+        write_json_line(&archived, None, &mut out);
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(line["partition_id"].is_null());
+        assert_eq!(line["offset"], "9");
+    }
+
+    #[test]
+    fn only_avro_container_files_are_recognised() {
+        let path = Path::new("f");
+        assert_eq!(detect(path, b"Obj\x01rest").unwrap(), Format::CaptureAvro);
+        let error = detect(path, b"{\"a\"").unwrap_err().to_string();
+        assert!(error.starts_with("f: not an archive"), "{error}");
+        assert!(detect(path, b"").is_err());
+    }
+}
