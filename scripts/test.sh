@@ -52,10 +52,21 @@ node_major=$(node --version | sed 's/^v\([0-9]*\).*/\1/')
 # --- System tools: promtool (the /metrics lint) -------------------------------------------------
 if ! command -v promtool >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    step "installing promtool (Debian package prometheus)"
+    step "installing promtool (Debian package prometheus; its service is kept from starting)"
+    # The package ships prometheus.service. A policy-rc.d that answers 101 ("action forbidden")
+    # keeps apt from starting any service during this install; it is removed afterwards unless
+    # the machine had one of its own.
+    policy=/usr/sbin/policy-rc.d
+    placed_policy=false
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && placed_policy=true
+    fi
+    installed=true
     apt-get update -qq >/dev/null \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-      || die "apt-get install prometheus failed: install promtool by hand"
+      || installed=false
+    if [ "$placed_policy" = true ]; then rm -f "$policy"; fi
+    [ "$installed" = true ] || die "apt-get install prometheus failed: install promtool by hand"
   else
     die "promtool is missing: install the Debian package prometheus (apt-get install --no-install-recommends prometheus)"
   fi
