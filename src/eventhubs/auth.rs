@@ -51,7 +51,7 @@ pub enum Credential {
     },
     /// A pre-signed SAS token: it cannot be renewed and stops working when it expires.
     SharedAccessSignature(Secret),
-    /// Entra ID: `jwt` tokens for [`EVENT_HUBS_SCOPE`].
+    /// Entra ID: `jwt` tokens for `EVENT_HUBS_SCOPE`.
     Provider(Arc<dyn TokenProvider>),
 }
 

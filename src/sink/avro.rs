@@ -3,7 +3,7 @@
 //!
 //! Schema: record `EventData` in namespace `Microsoft.ServiceBus.Messaging` with fields
 //! `SequenceNumber` long, `Offset` string, `EnqueuedTimeUtc` string, `SystemProperties` and
-//! `Properties` map<[long,double,string,bytes]>, `Body` ["null","bytes"]. The header's
+//! `Properties` `map<[long,double,string,bytes]>`, `Body` `["null","bytes"]`. The header's
 //! `avro.schema` is, byte for byte, the text the service writes (a test compares it with a real
 //! Capture file, `tests/fixtures/capture-archive-2016.avro`).
 //!
