@@ -10,22 +10,17 @@ use std::time::Duration;
 
 use common::*;
 
-/// `GET http://addr/path`: status and body.
-async fn get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
+/// `GET http://addr/readyz`: status and body.
+async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
+    let response = within(
+        "GET /readyz",
+        STEP,
+        reqwest::get(format!("http://{addr}/readyz")),
+    )
+    .await
+    .expect("readyz answers");
     let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// `hubcap_checkpoint_errors_total` of partition `0`, 0 if absent.
-fn checkpoint_errors(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("hubcap_checkpoint_errors_total{") && l.contains("partition=\"0\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    (status, response.text().await.expect("a readyz body"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,26 +55,18 @@ async fn a_refused_checkpoint_write_fails_the_partition_until_the_store_accepts_
         || archived() == (0..50).collect::<Vec<_>>(),
     )
     .await;
-    let mut retried = false;
-    let mut last_seen = (0, String::new());
-    for _ in 0..200 {
-        if let (Some(ready), Some((_, metrics))) =
-            (get(http, "/readyz").await, get(http, "/metrics").await)
-        {
-            retried = ready.0 == 503
-                && ready.1.contains("partition 0: checkpoint failing")
-                && checkpoint_errors(&metrics) >= 2;
-            last_seen = ready;
-        }
-        if retried {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    assert!(
-        retried,
-        "readyz should report the failing checkpoint and the write be retried: {last_seen:?}"
-    );
+    eventually_async(
+        "readyz reports the failing checkpoint and the write is retried",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = readyz(http).await;
+            let errors = scrape(http)
+                .await
+                .sum("hubcap_checkpoint_errors_total", &[("partition", "0")]);
+            status == 503 && body.contains("partition 0: checkpoint failing") && errors >= 2.0
+        },
+    )
+    .await;
     assert!(
         obstacle.join("in-the-way").exists(),
         "nothing may be checkpointed while refused"
@@ -101,7 +88,7 @@ async fn a_refused_checkpoint_write_fails_the_partition_until_the_store_accepts_
     )
     .await;
     assert_eq!(archived(), (0..100).collect::<Vec<_>>(), "every event once");
-    let (status, body) = get(http, "/readyz").await.expect("readyz answers");
+    let (status, body) = readyz(http).await;
     assert!(!body.contains("checkpoint failing"), "{status} {body}");
 
     daemon.stop_cleanly().await;
