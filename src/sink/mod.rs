@@ -394,9 +394,7 @@ impl PartitionSink {
         }));
         for _ in 0..MAX_NAME_ATTEMPTS {
             let name = self.name_for_commit(&context);
-            if let Err(error) = self.record(name.as_deref()).await {
-                return Err(error);
-            }
+            self.record(name.as_deref()).await?;
             let range = self.window.as_ref().and_then(OpenWindow::range);
             committed = self
                 .writer
