@@ -234,3 +234,96 @@ impl CommitJournal {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::file::FileCheckpointStore;
+    use crate::checkpoint::{NameCase, StoreScope};
+
+    fn store(root: &std::path::Path) -> Arc<Store> {
+        let scope = StoreScope {
+            fully_qualified_namespace: "ns".into(),
+            event_hub: "hub".into(),
+            consumer_group: "$default".into(),
+        };
+        Arc::new(Store::File(
+            FileCheckpointStore::open(root, scope, NameCase::Lower).unwrap(),
+        ))
+    }
+
+    async fn claimed(store: &Store) -> OwnershipLease {
+        let claim = OwnershipClaim {
+            partition_id: "0".into(),
+            owner_id: "me".into(),
+            version: None,
+            commit: None,
+        };
+        let won = store.claim_ownership(&[claim]).await.unwrap();
+        OwnershipLease::new(won.into_iter().next().unwrap(), None)
+    }
+
+    fn at(sequence_number: i64) -> Checkpoint {
+        Checkpoint {
+            partition_id: "0".into(),
+            offset: Some(sequence_number.to_string()),
+            sequence_number: Some(sequence_number),
+            committed_in: None,
+        }
+    }
+
+    async fn checkpointed(store: &Store) -> Option<i64> {
+        store.list_checkpoints().await.unwrap()[0].sequence_number
+    }
+
+    #[tokio::test]
+    async fn a_late_write_of_an_older_checkpoint_is_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let lease = claimed(&store).await;
+        lease.checkpoint(&store, &at(10)).await.unwrap();
+        // A former owner, paused between its renewal and its write, writes an older one.
+        store.update_checkpoint(&at(4)).await.unwrap();
+        lease.checkpoint(&store, &at(20)).await.unwrap();
+        assert_eq!(checkpointed(&store).await, Some(20));
+        assert!(!lease.is_lost());
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_ahead_of_ours_loses_the_partition_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let lease = claimed(&store).await;
+        lease.checkpoint(&store, &at(10)).await.unwrap();
+        store.update_checkpoint(&at(90)).await.unwrap();
+        assert!(matches!(
+            lease.checkpoint(&store, &at(20)).await,
+            Err(CheckpointError::Lost { .. })
+        ));
+        assert!(lease.is_lost());
+        assert_eq!(checkpointed(&store).await, Some(90));
+    }
+
+    #[tokio::test]
+    async fn renewals_and_the_release_carry_the_commit_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let lease = Arc::new(claimed(&store).await);
+        let record = CommitRecord {
+            first_sequence_number: 1,
+            last_sequence_number: 2,
+            name: "w.avro".into(),
+        };
+        let journal = CommitJournal::new(Arc::clone(&lease), Arc::clone(&store));
+        journal.record(&record).await.unwrap();
+        lease.renew(&store).await.unwrap();
+        lease.checkpoint(&store, &at(0)).await.unwrap();
+        lease.release(&store).await.unwrap();
+        let listed = store.list_ownership().await.unwrap();
+        assert_eq!(
+            (listed[0].owner_id.as_str(), listed[0].commit.as_ref()),
+            ("", Some(&record))
+        );
+        assert_eq!(lease.commit_record().await, Some(record));
+    }
+}

@@ -5,7 +5,7 @@
 //! `<root>/myns.servicebus.windows.net/hub/$default/ownership/0` is partition 0's ownership. Each
 //! record is a small JSON file with the SDKs' metadata key names:
 //! ownership `{"ownerid": "...", "version": N, "last_modified_unix_ms": T}`, checkpoint
-//! `{"offset": "..."|null, "sequencenumber": N|null}`, plus hubcap's commit records
+//! `{"offset": "..."|null, "sequencenumber": N|null, "version": N}`, plus hubcap's commit records
 //! ([`crate::checkpoint::schema`]): `hubcapcommit` on ownerships, `hubcapcommitted` on
 //! checkpoints.
 //!
