@@ -13,10 +13,14 @@
 //! directory fsynced, so a crash leaves the old record or the new one, never a torn one. Listings
 //! skip temp files and delete those old enough to be a crashed writer's leftovers.
 //!
-//! Ownership claims are compare-and-swaps on `version`, a generation counter. The
-//! read-compare-write of each claim holds an exclusive `flock` on `<ownership dir>/.lock`; flock
-//! belongs to an open file description, and every claim opens the lock file afresh, so two
-//! processes, two store instances or two tasks of one store exclude each other alike.
+//! Ownership claims and the pipeline's checkpoint writes are compare-and-swaps on `version`, a
+//! generation counter. The read-compare-write of each holds an exclusive `flock` on the record's
+//! own lock file, `<dir>/.lock-<partition>`: one per record, so a slow fsync of one partition's
+//! record never holds up another's (one lock per directory stalled 32 busy partitions for tens of
+//! seconds under a loaded disk). flock belongs to an open file description, and every write opens
+//! the lock file afresh, so two processes, two store instances or two tasks of one store exclude
+//! each other alike. (Builds from before the exactly-once protocol locked `<ownership dir>/.lock`
+//! instead: stop them before starting this version on the same store.)
 //!
 //! Partition ids become file names, so an id that could leave its directory (`..`, `/`, NUL) or
 //! collide with the store's own files (a leading `.`, `.tmp-`) is refused.
@@ -45,7 +49,7 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(10 * 60);
 /// How long a claim waits for the lock before reporting the store unavailable: a holder only
 /// keeps it for one read-compare-write, so a longer wait means a stuck process.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
-/// Name of the claim lock file in the ownership directory.
+/// Prefix of a record's lock file, `.lock-<partition>` beside it (hidden: never a record).
 const LOCK_FILE: &str = ".lock";
 
 /// A [`CheckpointStore`] in a local directory. Cheap to clone; clones share nothing but paths.
@@ -293,9 +297,9 @@ impl Layout {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
-        let lock = ClaimLock::open(&self.dir(RecordKind::Ownership).join(LOCK_FILE))?;
         let mut won = Vec::new();
         for (claim, path) in claims.iter().zip(&paths) {
+            let lock = ClaimLock::open(&lock_path(path))?;
             let _held = lock.acquire()?;
             if let Some(record) = claim_one(claim, path)? {
                 won.push(record.into_ownership(claim.partition_id.clone()));
@@ -316,7 +320,7 @@ impl Layout {
         condition: Option<Option<&str>>,
     ) -> Result<Option<String>, StoreError> {
         let path = self.record_path(RecordKind::Checkpoint, &checkpoint.partition_id)?;
-        let lock = ClaimLock::open(&self.dir(RecordKind::Checkpoint).join(LOCK_FILE))?;
+        let lock = ClaimLock::open(&lock_path(&path))?;
         let _held = lock.acquire()?;
         let current = match fs::read(&path) {
             Ok(bytes) => Some(decode::<CheckpointRecord>(&path, &bytes)?.version),
@@ -341,6 +345,12 @@ impl Layout {
         write_atomically(&path, &encode(&path, &record)?)?;
         Ok(Some(version.to_string()))
     }
+}
+
+/// The lock file of the record at `record`: `.lock-<file name>` in the same directory.
+fn lock_path(record: &Path) -> PathBuf {
+    let name = record.file_name().unwrap_or_default().to_string_lossy();
+    record.with_file_name(format!("{LOCK_FILE}-{name}"))
 }
 
 /// The compare-and-swap of one claim; the caller holds the lock. `None` = the claim lost.

@@ -301,7 +301,7 @@ async fn temp_files_are_ignored_and_stale_ones_removed() {
     assert!(!stale.exists(), "a stale temp file is cleaned up");
 
     // The lock file is not a record either.
-    assert!(ownership_dir(dir.path()).join(LOCK_FILE).exists());
+    assert!(ownership_dir(dir.path()).join(".lock-0").exists());
 }
 
 #[tokio::test]
