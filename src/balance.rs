@@ -168,6 +168,7 @@ fn claim(me: &str, partition_id: &str, version: Option<String>) -> OwnershipClai
         partition_id: partition_id.to_owned(),
         owner_id: me.to_owned(),
         version,
+        commit: None,
     }
 }
 
@@ -202,6 +203,7 @@ mod tests {
                     owner_id: owner,
                     last_modified: now() - Duration::from_secs(age),
                     version: format!("v{i}"),
+                    commit: None,
                 }
             })
             .collect();
@@ -437,6 +439,7 @@ mod tests {
                             owner_id: me.to_owned(),
                             last_modified: now(),
                             version: format!("{cycle}"),
+                            commit: None,
                         },
                     );
                 }

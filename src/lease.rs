@@ -9,6 +9,12 @@
 //! - a stealer must first read the record (at its next cycle) to get a version it can swap, so
 //!   our renewal-then-write pair is not interleaved with a steal in practice; the window is the
 //!   duration of one checkpoint write.
+//!
+//! The lease also keeps the partition's commit record ([`CommitRecord`]): every write of the
+//! ownership record carries it, so a renewal never erases it, and [`CommitJournal::record`]
+//! replaces it (a compare-and-swap like any renewal) before a window is committed.
+
+use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
@@ -16,7 +22,7 @@ use crate::recovery::Recovery;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointStore, Ownership, OwnershipClaim, Store, StoreError,
+    Checkpoint, CheckpointStore, CommitRecord, Ownership, OwnershipClaim, Store, StoreError,
 };
 
 /// The right to checkpoint one partition. Both the supervisor's renewals and the partition's
@@ -80,6 +86,17 @@ impl OwnershipLease {
         store: &Store,
         ownership: &mut Ownership,
     ) -> Result<(), CheckpointError> {
+        let commit = ownership.commit.clone();
+        self.write_locked(store, ownership, commit).await
+    }
+
+    /// Writes the ownership record with `commit` (compare-and-swap on the last version).
+    async fn write_locked(
+        &self,
+        store: &Store,
+        ownership: &mut Ownership,
+        commit: Option<CommitRecord>,
+    ) -> Result<(), CheckpointError> {
         if self.lost.is_cancelled() {
             return Err(self.lost_error());
         }
@@ -87,6 +104,7 @@ impl OwnershipLease {
             partition_id: ownership.partition_id.clone(),
             owner_id: ownership.owner_id.clone(),
             version: Some(ownership.version.clone()),
+            commit,
         };
         let won = store.claim_ownership(std::slice::from_ref(&claim)).await?;
         match won.into_iter().next() {
@@ -123,6 +141,8 @@ impl OwnershipLease {
             partition_id: ownership.partition_id.clone(),
             owner_id: String::new(),
             version: Some(ownership.version.clone()),
+            // Kept: if the last window's checkpoint did not land, the next owner resolves it.
+            commit: ownership.commit.clone(),
         };
         let released = store.claim_ownership(std::slice::from_ref(&claim)).await?;
         self.lost.cancel();
@@ -132,9 +152,38 @@ impl OwnershipLease {
         Ok(())
     }
 
+    /// The commit record the ownership holds now.
+    pub async fn commit_record(&self) -> Option<CommitRecord> {
+        self.ownership.lock().await.commit.clone()
+    }
+
     fn lost_error(&self) -> CheckpointError {
         CheckpointError::Lost {
             partition_id: self.partition_id.clone(),
         }
+    }
+}
+
+/// What a sink calls before committing a window: writes the window's [`CommitRecord`] into the
+/// partition's ownership record, through the lease. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CommitJournal {
+    lease: Arc<OwnershipLease>,
+    store: Arc<Store>,
+}
+
+impl CommitJournal {
+    pub fn new(lease: Arc<OwnershipLease>, store: Arc<Store>) -> Self {
+        Self { lease, store }
+    }
+
+    /// Records that `record` is about to be committed. Fails with
+    /// [`CheckpointError::Lost`] once another instance owns the partition: the window must then
+    /// not be committed (its new owner completes it).
+    pub async fn record(&self, record: &CommitRecord) -> Result<(), CheckpointError> {
+        let mut ownership = self.lease.ownership.lock().await;
+        self.lease
+            .write_locked(&self.store, &mut ownership, Some(record.clone()))
+            .await
     }
 }

@@ -28,6 +28,7 @@ pub mod archive;
 pub mod balance;
 pub mod checkpoint;
 pub mod config;
+pub mod crash_hook;
 pub mod credential;
 pub mod demo;
 pub mod eventhubs;

@@ -18,11 +18,11 @@ use tracing::{error, info, warn};
 
 use crate::balance::{self, BalanceInput, Strategy};
 use crate::checkpoint::{
-    Checkpoint, CheckpointStore, Ownership, OwnershipClaim, Store, StoreError,
+    Checkpoint, CheckpointStore, CommitRecord, Ownership, OwnershipClaim, Store, StoreError,
 };
 use crate::eventhubs::{EventHubClient, EventHubsError, EventPosition};
 use crate::health::Health;
-use crate::lease::{CheckpointError, OwnershipLease};
+use crate::lease::{CheckpointError, CommitJournal, OwnershipLease};
 use crate::metrics::Metrics;
 use crate::partition::{PartitionExit, PartitionSettings, PartitionTask};
 use crate::recovery::Retry;
@@ -170,12 +170,21 @@ impl Supervisor {
             },
             rng,
         );
-        let claims = claims_to_make(
+        let mut claims = claims_to_make(
             plan.renewals.into_iter().chain(plan.claims),
             |id| owned.contains_key(id),
             cooldown,
             tokio::time::Instant::now(),
         );
+        // A claim carries over the commit record it replaces: the window the previous owner
+        // was committing is this instance's to resolve now, and must not be forgotten if this
+        // instance fails before it does.
+        for claim in &mut claims {
+            claim.commit = ownerships
+                .iter()
+                .find(|o| o.partition_id == claim.partition_id)
+                .and_then(|o| o.commit.clone());
+        }
         if claims.is_empty() {
             return Ok(());
         }
@@ -213,19 +222,35 @@ impl Supervisor {
         tasks: &mut JoinSet<(String, PartitionExit)>,
     ) {
         let partition_id = ownership.partition_id.clone();
-        let (start, expected_sequence_number) =
-            start_after(checkpoint, &self.settings.start_position);
+        let (start, expected_sequence_number, resume) = resume_point(
+            checkpoint,
+            ownership.commit.as_ref(),
+            &self.settings.start_position,
+        );
+        if let Some(record) = &resume {
+            info!(partition_id = %partition_id, name = %record.name, first_sequence_number = record.first_sequence_number,
+                last_sequence_number = record.last_sequence_number,
+                "completing the window the previous owner was committing");
+        }
         let lease = Arc::new(OwnershipLease::new(ownership));
         let stop = CancellationToken::new();
+        let mut sink = self.sink.open_partition(
+            &partition_id,
+            self.settings.window,
+            Arc::clone(&self.settings.names),
+            Some(CommitJournal::new(
+                Arc::clone(&lease),
+                Arc::clone(&self.store),
+            )),
+        );
+        if let Some(record) = resume {
+            sink.resume(record);
+        }
         let task = PartitionTask {
             client: Arc::clone(&self.client),
             store: Arc::clone(&self.store),
             lease: Arc::clone(&lease),
-            sink: self.sink.open_partition(
-                &partition_id,
-                self.settings.window,
-                Arc::clone(&self.settings.names),
-            ),
+            sink,
             settings: self.settings.partition.clone(),
             start,
             expected_sequence_number,
@@ -343,6 +368,36 @@ fn claims_to_make(
         .collect()
 }
 
+/// Where a newly owned partition starts, the sequence number its first event should have, and
+/// the recorded window it must reproduce first.
+///
+/// A commit record the checkpoint has not reached (the previous owner stopped between writing
+/// it and checkpointing) means that window may or may not be in the archive: reading restarts
+/// at its first event, and the window is rebuilt under the record's name, which lets only one
+/// copy in. A record the checkpoint reached is done. A checkpoint inside the recorded range was
+/// moved by someone else (a tool, an SDK processor): the record no longer applies.
+pub fn resume_point(
+    checkpoint: Option<&Checkpoint>,
+    commit: Option<&CommitRecord>,
+    default: &EventPosition,
+) -> (EventPosition, Option<i64>, Option<CommitRecord>) {
+    let checkpointed = checkpoint.and_then(|c| c.sequence_number);
+    match commit {
+        Some(record) if checkpointed.is_none_or(|n| n < record.first_sequence_number) => (
+            EventPosition::SequenceNumber {
+                sequence_number: record.first_sequence_number,
+                inclusive: true,
+            },
+            Some(record.first_sequence_number),
+            Some(record.clone()),
+        ),
+        _ => {
+            let (start, expected) = start_after(checkpoint, default);
+            (start, expected, None)
+        }
+    }
+}
+
 /// The start position after a checkpoint (its offset, else its sequence number, exclusive),
 /// and the sequence number the first event should then have.
 pub fn start_after(
@@ -384,6 +439,7 @@ mod tests {
             partition_id: "0".into(),
             offset: offset.map(str::to_owned),
             sequence_number,
+            committed_in: None,
         }
     }
 
@@ -418,11 +474,59 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_record_past_the_checkpoint_is_reproduced_and_one_it_reached_is_done() {
+        let default = EventPosition::Earliest;
+        let record = CommitRecord {
+            first_sequence_number: 10,
+            last_sequence_number: 19,
+            name: "w.avro".into(),
+        };
+        let reproduce = (
+            EventPosition::SequenceNumber {
+                sequence_number: 10,
+                inclusive: true,
+            },
+            Some(10),
+            Some(record.clone()),
+        );
+        // Crash between the record and the checkpoint, and a first window never checkpointed.
+        let before = checkpoint(Some("900"), Some(9));
+        assert_eq!(
+            resume_point(Some(&before), Some(&record), &default),
+            reproduce
+        );
+        assert_eq!(resume_point(None, Some(&record), &default), reproduce);
+        // A checkpoint moved back (a late write of an older one) changes nothing.
+        let older = checkpoint(Some("100"), Some(3));
+        assert_eq!(
+            resume_point(Some(&older), Some(&record), &default),
+            reproduce
+        );
+        // Checkpointed: done; inside the range: someone else moved it, the record is void.
+        for reached in [
+            checkpoint(Some("990"), Some(19)),
+            checkpoint(Some("995"), Some(25)),
+            checkpoint(Some("950"), Some(14)),
+        ] {
+            let (start, expected) = start_after(Some(&reached), &default);
+            assert_eq!(
+                resume_point(Some(&reached), Some(&record), &default),
+                (start, expected, None)
+            );
+        }
+        assert_eq!(
+            resume_point(None, None, &default),
+            (default.clone(), None, None)
+        );
+    }
+
+    #[test]
     fn running_partitions_and_cooling_down_ones_are_never_claimed() {
         let claim = |id: &str| OwnershipClaim {
             partition_id: id.into(),
             owner_id: "me".into(),
             version: Some("v".into()),
+            commit: None,
         };
         let now = tokio::time::Instant::now();
         let cooldown = HashMap::from([

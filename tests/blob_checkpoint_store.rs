@@ -43,6 +43,7 @@ fn claim(partition_id: &str, owner_id: &str, version: Option<&str>) -> Ownership
         partition_id: partition_id.into(),
         owner_id: owner_id.into(),
         version: version.map(str::to_owned),
+        commit: None,
     }
 }
 
@@ -55,6 +56,7 @@ fn checkpoint(
         partition_id: partition_id.into(),
         offset: offset.map(str::to_owned),
         sequence_number,
+        committed_in: None,
     }
 }
 

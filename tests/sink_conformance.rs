@@ -84,7 +84,7 @@ impl Subject {
             event_hub: "hub".into(),
             consumer_group: "$Default".into(),
         });
-        self.sink().open_partition(PARTITION, settings, names)
+        self.sink().open_partition(PARTITION, settings, names, None)
     }
 
     /// Sequence numbers of every committed window, window by window in the order of their

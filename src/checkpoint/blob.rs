@@ -14,6 +14,9 @@
 //! - checkpoint: Set Blob Metadata `{offset, sequencenumber}` unconditionally, and Put Blob if
 //!   the blob does not exist yet. An absent value is written as `""`, as .NET does, so every
 //!   reader finds both keys.
+//!
+//! hubcap's own keys (the commit record on ownerships, `hubcapcommitted` on checkpoints) are
+//! defined in [`super::schema`].
 
 use std::collections::HashMap;
 
@@ -25,12 +28,7 @@ use super::{
 };
 use crate::storage::{BlobContainer, Condition, StorageError, Written};
 
-/// Metadata key of the owner id on ownership blobs.
-const OWNER_ID: &str = "ownerid";
-/// Metadata key of the offset on checkpoint blobs.
-const OFFSET: &str = "offset";
-/// Metadata key of the sequence number on checkpoint blobs.
-const SEQUENCE_NUMBER: &str = "sequencenumber";
+use super::schema::{self, CommitRecord, COMMITTED_IN, OFFSET, OWNER_ID, SEQUENCE_NUMBER};
 /// Claims in flight at once: one balancing cycle claims every owned partition.
 const CONCURRENT_CLAIMS: usize = 16;
 
@@ -96,7 +94,10 @@ impl BlobCheckpointStore {
 
     async fn claim_one(&self, claim: &OwnershipClaim) -> Result<ClaimOutcome, StoreError> {
         let name = self.record_name(RecordKind::Ownership, &claim.partition_id)?;
-        let metadata = HashMap::from([(OWNER_ID.to_owned(), claim.owner_id.clone())]);
+        let mut metadata = HashMap::from([(OWNER_ID.to_owned(), claim.owner_id.clone())]);
+        if let Some(commit) = &claim.commit {
+            commit.write(&mut metadata);
+        }
         let written = match &claim.version {
             Some(etag) => {
                 self.container
@@ -118,6 +119,7 @@ impl BlobCheckpointStore {
                 owner_id: claim.owner_id.clone(),
                 last_modified,
                 version: etag,
+                commit: claim.commit.clone(),
             })),
             Err(StorageError::ConditionNotMet { .. } | StorageError::AlreadyExists { .. }) => {
                 Ok(ClaimOutcome::Lost)
@@ -137,6 +139,7 @@ impl CheckpointStore for BlobCheckpointStore {
             .map(|(partition_id, item)| Ownership {
                 partition_id,
                 owner_id: item.metadata.get(OWNER_ID).cloned().unwrap_or_default(),
+                commit: CommitRecord::read(&item.metadata),
                 last_modified: item.last_modified,
                 version: item.etag,
             })
@@ -212,6 +215,7 @@ impl CheckpointStore for BlobCheckpointStore {
                     partition_id,
                     offset: value(OFFSET),
                     sequence_number,
+                    committed_in: value(COMMITTED_IN).and_then(|name| schema::decode_name(&name)),
                 })
             })
             .collect()
@@ -219,7 +223,7 @@ impl CheckpointStore for BlobCheckpointStore {
 
     async fn update_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let name = self.record_name(RecordKind::Checkpoint, &checkpoint.partition_id)?;
-        let metadata = HashMap::from([
+        let mut metadata = HashMap::from([
             (
                 OFFSET.to_owned(),
                 checkpoint.offset.clone().unwrap_or_default(),
@@ -232,6 +236,9 @@ impl CheckpointStore for BlobCheckpointStore {
                     .unwrap_or_default(),
             ),
         ]);
+        if let Some(name) = &checkpoint.committed_in {
+            metadata.insert(COMMITTED_IN.to_owned(), schema::encode_name(name));
+        }
         match self
             .container
             .set_metadata(&name, &metadata, Condition::None)

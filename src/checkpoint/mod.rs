@@ -6,9 +6,15 @@
 //! version (a blob ETag, a file generation), which is what keeps two instances from owning one
 //! partition. Checkpoint writes are unconditional here: the pipeline fences them by renewing its
 //! ownership (a compare-and-swap) immediately before, under the partition's ownership lock.
+//!
+//! hubcap adds a few keys of its own (the exactly-once commit protocol's records, see
+//! [`schema`]); the SDKs ignore keys they do not know, and drop them when they write a record.
 
 pub mod blob;
 pub mod file;
+pub mod schema;
+
+pub use schema::CommitRecord;
 
 use std::future::Future;
 use std::time::SystemTime;
@@ -86,6 +92,8 @@ pub struct Ownership {
     pub last_modified: SystemTime,
     /// Opaque version for compare-and-swap (blob ETag, file generation).
     pub version: String,
+    /// The window its owner was committing when it last wrote the record (see [`schema`]).
+    pub commit: Option<CommitRecord>,
 }
 
 /// A request to own a partition.
@@ -97,6 +105,9 @@ pub struct OwnershipClaim {
     /// The version the claimer last saw: `None` creates the record and fails if one exists,
     /// `Some` succeeds only if the record still has that version.
     pub version: Option<String>,
+    /// The commit record to keep in the ownership: a claim carries over the one it found, so a
+    /// window the previous owner was committing is resolved by whoever owns the partition next.
+    pub commit: Option<CommitRecord>,
 }
 
 /// Where a consumer resumes: the last event durably processed.
@@ -107,6 +118,8 @@ pub struct Checkpoint {
     pub offset: Option<String>,
     /// The event's sequence number (used when there is no offset).
     pub sequence_number: Option<i64>,
+    /// hubcap only: the archive file or blob whose last event this is (see [`schema`]).
+    pub committed_in: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::{Next, PartitionTask};
 use crate::checkpoint::Checkpoint;
+use crate::crash_hook::{self, CrashPoint};
 use crate::lease::CheckpointError;
 use crate::sink::CommittedWindow;
 
@@ -25,7 +26,9 @@ impl PartitionTask {
             partition_id: self.lease.partition_id.clone(),
             offset: Some(last_offset),
             sequence_number: Some(last_sequence_number),
+            committed_in: window.name.clone(),
         };
+        crash_hook::reached(CrashPoint::AfterCommit);
         let (lease, store) = (Arc::clone(&self.lease), Arc::clone(&self.store));
         let written = self
             .retry()

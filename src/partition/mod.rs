@@ -200,6 +200,7 @@ impl PartitionTask {
             match result {
                 Ok(None) => return None,
                 Ok(Some(window)) => break window,
+                Err(SinkError::Lost) => return Some(Next::Exit(self.lose())),
                 Err(error) => {
                     self.sink_failed(&error);
                     if let SinkError::WindowDropped { reread_from, .. } = error {
@@ -223,7 +224,15 @@ impl PartitionTask {
                 p.last_committed_sequence_number = window.last_sequence_number;
             }
         });
-        self.checkpoint(&window).await
+        let next = self.checkpoint(&window).await;
+        if next.is_none() {
+            // A reproduced window ended inside the batch: the rest of it was not taken.
+            if let Some(sequence_number) = self.sink.take_reread() {
+                *position = progress::from(sequence_number);
+                return Some(Next::Reattach);
+            }
+        }
+        next
     }
 
     async fn drain(&mut self) -> PartitionExit {

@@ -12,6 +12,13 @@
 //! blocks are staged to a name; `{LastSequenceNumber}` is therefore not available here. A second
 //! window of the partition starting in the same second gets a `-1`, `-2`, ... suffix, as with
 //! `avro_file`. The blob's metadata records the first and last sequence numbers and the count.
+//!
+//! Exactly once: a window reproduced from a commit record opens under the record's name. Two
+//! writers may then stage blocks to one blob name at once (a zombie and the new owner), so block
+//! ids carry a random per-window prefix and neither can commit the other's blocks; the first
+//! block list committed wins (`If-None-Match: *`), and the other writer finds the blob ending at
+//! its window's last event and counts its window as committed. A blob holding other events is
+//! [`BlobSinkError::NameTaken`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,11 +50,16 @@ pub enum BlobSinkError {
     /// The window's blob cannot be completed under its name; its events must be read again.
     #[error("window lost: {reason}")]
     WindowLost { reason: String },
+    /// The name holds a blob with other events.
+    #[error("blob {name} already exists with other events")]
+    NameTaken { name: String },
 }
 
 /// One open window's blob.
 pub struct BlobWindow {
     name: String,
+    /// Prefix of this window's block ids, so no other writer's blocks are ever committed.
+    block_prefix: u64,
     writer: Option<Box<CaptureWriter<Vec<u8>>>>,
     /// Avro bytes encoded but not yet staged.
     pending: BytesMut,
@@ -88,15 +100,22 @@ impl BlobNames {
 }
 
 impl BlobSinkSettings {
-    /// A window whose blob will be named from `context` (rendered now, at its start).
+    /// A window whose blob will be named from `context` (rendered now, at its start), or
+    /// `name` when it reproduces a recorded window.
     pub fn open_window(
         &self,
         context: &PathContext<'_>,
         names: &mut BlobNames,
+        name: Option<&str>,
     ) -> Result<BlobWindow, BlobSinkError> {
         let writer = CaptureWriter::new(Vec::new(), &self.codec)?;
+        let name = match name {
+            Some(name) => name.to_owned(),
+            None => names.next(self.path_format.render(context)),
+        };
         let mut window = BlobWindow {
-            name: names.next(self.path_format.render(context)),
+            name,
+            block_prefix: rand::random(),
             writer: Some(Box::new(writer)),
             pending: BytesMut::new(),
             block_ids: Vec::new(),
@@ -129,8 +148,8 @@ impl BlobSinkSettings {
         window: &mut BlobWindow,
         len: usize,
     ) -> Result<(), BlobSinkError> {
-        // Block ids of one blob must all have the same length.
-        let id = format!("{:010}", window.block_ids.len()).into_bytes();
+        // Block ids of one blob must all have the same length, whoever stages them.
+        let id = format!("{:016x}{:010}", window.block_prefix, window.block_ids.len()).into_bytes();
         let block: Bytes = window.pending.split_to(len).freeze();
         match self
             .container
@@ -188,14 +207,14 @@ impl BlobSinkSettings {
         match written {
             Ok(_) => Ok(window.name.clone()),
             Err(StorageError::AlreadyExists { .. } | StorageError::ConditionNotMet { .. }) => {
-                // A retried commit whose first attempt landed looks exactly like this: it is
-                // ours if the blob carries this window's metadata.
+                // A retried commit whose first attempt landed, or another writer that committed
+                // the same recorded window first: the blob ends at this window's last event.
                 let existing = self.container.get_properties(&window.name).await?;
-                if existing.is_some_and(|p| p.metadata == metadata) {
+                if existing.is_some_and(|p| holds_window(&p.metadata, &metadata)) {
                     return Ok(window.name.clone());
                 }
-                Err(BlobSinkError::WindowLost {
-                    reason: format!("blob {} already exists with other events", window.name),
+                Err(BlobSinkError::NameTaken {
+                    name: window.name.clone(),
                 })
             }
             Err(error) => Err(error.into()),
@@ -203,7 +222,35 @@ impl BlobSinkSettings {
     }
 }
 
+/// Whether a blob with `existing` metadata holds the window described by `ours`: the same last
+/// event, and a first one no later (a copy reproduced after the oldest events expired starts
+/// later and is the same window).
+fn holds_window(existing: &HashMap<String, String>, ours: &HashMap<String, String>) -> bool {
+    let number = |metadata: &HashMap<String, String>, key: &str| {
+        metadata.get(key).and_then(|v| v.parse::<i64>().ok())
+    };
+    match (
+        number(existing, FIRST),
+        number(existing, LAST),
+        number(ours, FIRST),
+        number(ours, LAST),
+    ) {
+        (Some(existing_first), Some(existing_last), Some(first), Some(last)) => {
+            existing_last == last && existing_first <= first
+        }
+        _ => false,
+    }
+}
+
+const FIRST: &str = "firstsequencenumber";
+const LAST: &str = "lastsequencenumber";
+
 impl BlobWindow {
+    /// The blob's name, relative to the container.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Moves what the Avro writer has encoded into `pending`.
     fn take_encoded(&mut self) {
         if let Some(writer) = self.writer.as_mut() {
@@ -225,8 +272,8 @@ impl BlobWindow {
 /// The metadata a committed window's blob carries.
 pub fn window_metadata(first: i64, last: i64, events: u64) -> HashMap<String, String> {
     HashMap::from([
-        ("firstsequencenumber".to_owned(), first.to_string()),
-        ("lastsequencenumber".to_owned(), last.to_string()),
+        (FIRST.to_owned(), first.to_string()),
+        (LAST.to_owned(), last.to_string()),
         ("eventcount".to_owned(), events.to_string()),
     ])
 }

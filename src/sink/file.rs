@@ -8,15 +8,27 @@
 //! checkpoint.
 //!
 //! Names: the path format rendered with the window's start time (UTC, when its first event
-//! arrived) — the time Capture names files by. A name that already exists (a replay after a
-//! crash, or two windows starting in the same second) is never overwritten: the new file gets
-//! a `-1`, `-2`, ... suffix before `.avro`.
+//! arrived) — the time Capture names files by. A name that already exists (two windows starting
+//! in the same second) is never overwritten: a new window gets the first free `-1`, `-2`, ...
+//! suffix before `.avro` when it is about to commit, and that name goes into its commit record.
+//! A window reproduced from a record keeps the record's name. The link that commits it is
+//! no-clobber, so when two writers commit one recorded window only one link succeeds; the other
+//! finds the name holding the same events (same file, or the same last sequence number) and
+//! counts its window as committed. A name holding other events is [`FileSinkError::NameTaken`].
+//!
+//! Staging files belong to their writer: each is created and `flock`ed by the window that writes
+//! it, and a partition starting up removes only staging files of its partition that nobody
+//! holds a lock on (their writer is gone: crashed, or killed). A live writer on the same host,
+//! or on another NFSv4 client (Linux maps `flock` to NFS byte-range locks), keeps its file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, ErrorKind};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rustix::fs::{flock, FlockOperation};
 
 use crate::eventhubs::ReceivedEvent;
 use crate::sink::avro::CaptureWriter;
@@ -51,6 +63,9 @@ pub enum FileSinkError {
     /// The window's file could not be completed; its events must be read again.
     #[error("window lost: {reason}")]
     WindowLost { reason: String },
+    /// The name holds a file with other events (another writer shares the directory).
+    #[error("{} already holds other events", path.display())]
+    NameTaken { path: PathBuf },
 }
 
 fn io<'a>(
@@ -91,18 +106,47 @@ impl FileSinkSettings {
         self.root.join(STAGING_DIR)
     }
 
-    /// Removes staging files a crashed run left for this partition: their events were never
-    /// committed, so they will be read again from the checkpoint.
+    /// Removes staging files of this partition whose writer is gone (no lock held on them):
+    /// their events were never committed, so they will be read again from the checkpoint. A
+    /// file still locked belongs to a live writer (a previous owner still finishing) and is
+    /// left alone.
     pub fn clean_staging(&self, partition_id: &str) {
         let prefix = staging_prefix(partition_id);
         let Ok(entries) = fs::read_dir(self.staging_dir()) else {
             return;
         };
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = fs::remove_file(entry.path());
+            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            // Taking the lock proves no writer holds it; the file is removed while it is held,
+            // so a writer cannot pick it up in between (writers never reopen staging files).
+            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                let _ = fs::remove_file(&path);
+                tracing::debug!(path = %path.display(), "removed an abandoned staging file");
             }
         }
+    }
+
+    /// The first name for this window that no file has: the path format rendered, then `-1`,
+    /// `-2`, ... before `.avro`. Relative to the root.
+    pub fn free_name(&self, context: &PathContext<'_>) -> String {
+        let base = self.path_format.render(context);
+        for attempt in 0u32.. {
+            let candidate = if attempt == 0 {
+                format!("{base}.avro")
+            } else {
+                format!("{base}-{attempt}.avro")
+            };
+            if fs::symlink_metadata(self.root.join(&candidate)).is_err() {
+                return candidate;
+            }
+        }
+        unreachable!("the loop returns or tries forever")
     }
 
     /// Opens a staging file for a new window of `partition_id`.
@@ -120,6 +164,9 @@ impl FileSinkSettings {
             .mode(self.file_mode)
             .open(&staging_path)
             .map_err(io("creating", &staging_path))?;
+        // Held until the file is closed (committed or abandoned): marks it as a live writer's.
+        flock(&file, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|errno| io("locking", &staging_path)(errno.into()))?;
         let writer = CaptureWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file), &self.codec)?;
         Ok(FileWindow {
             staging_path,
@@ -127,23 +174,26 @@ impl FileSinkSettings {
         })
     }
 
-    /// Makes the window durable under its final name; returns that name, and the window back
-    /// if the commit can be retried. The open Avro block is compressed here, on the runtime's
-    /// thread (compressor state lives there); fsync, link and rename go to the blocking pool.
-    /// If finishing the Avro file fails the window is gone ([`FileSinkError::WindowLost`]).
+    /// Makes the window durable under `name` (relative to the root); returns its path, and the
+    /// window back if the commit can be retried (under the same name, or, after
+    /// [`FileSinkError::NameTaken`], another). `range` (first, last sequence number) tells this
+    /// window's events apart from another file's. The open Avro block is compressed here, on
+    /// the runtime's thread (compressor state lives there); fsync and link go to the blocking
+    /// pool. If finishing the Avro file fails the window is gone ([`FileSinkError::WindowLost`]).
     pub async fn commit(
         self: &Arc<Self>,
         mut window: FileWindow,
-        context: &PathContext<'_>,
+        name: &str,
+        range: Option<(i64, i64)>,
     ) -> (Option<FileWindow>, Result<PathBuf, FileSinkError>) {
         if let Err(error) = window.end_block() {
             self.abandon(window);
             return (None, Err(error));
         }
-        let relative = self.path_format.render(context);
+        let relative = name.to_owned();
         let settings = Arc::clone(self);
         let joined = tokio::task::spawn_blocking(move || {
-            let result = settings.commit_blocking(&mut window, &relative);
+            let result = settings.commit_blocking(&mut window, &relative, range);
             (window, result)
         })
         .await;
@@ -167,6 +217,7 @@ impl FileSinkSettings {
         &self,
         window: &mut FileWindow,
         relative: &str,
+        range: Option<(i64, i64)>,
     ) -> Result<PathBuf, FileSinkError> {
         if let Some(WindowFile::Writing(_)) = window.state {
             let Some(WindowFile::Writing(writer)) = window.state.take() else {
@@ -190,7 +241,8 @@ impl FileSinkSettings {
         };
         file.sync_all()
             .map_err(io("syncing", &window.staging_path))?;
-        let final_path = link_without_clobbering(&window.staging_path, &self.root, relative)?;
+        let final_path =
+            link_without_clobbering(&window.staging_path, &self.root, relative, range)?;
         fs::remove_file(&window.staging_path).map_err(io("removing", &window.staging_path))?;
         sync_dir(final_path.parent().unwrap_or(&self.root))?;
         sync_dir(&self.staging_dir())?;
@@ -240,43 +292,67 @@ fn staging_prefix(partition_id: &str) -> String {
     format!("p{partition_id}-")
 }
 
-/// Hard-links `staging` to `<root>/<relative>.avro`, or to `...-1.avro`, `...-2.avro` if taken:
-/// `link` fails instead of replacing an existing name, so a committed file is never overwritten.
+/// Hard-links `staging` to `<root>/<relative>`: `link` fails instead of replacing an existing
+/// name, so a committed file is never overwritten. An existing name is this window's when it is
+/// the staging file itself (a retried link whose first attempt landed, which an NFS client may
+/// report as `EEXIST`) or a file ending at the same event (another writer committed the same
+/// recorded window first); anything else is [`FileSinkError::NameTaken`].
 fn link_without_clobbering(
     staging: &Path,
     root: &Path,
     relative: &str,
+    range: Option<(i64, i64)>,
 ) -> Result<PathBuf, FileSinkError> {
-    let base = root.join(relative);
-    if let Some(parent) = base.parent() {
+    let target = root.join(relative);
+    if let Some(parent) = target.parent() {
         create_dirs_synced(parent, root)?;
     }
-    for attempt in 0u32.. {
-        let candidate = if attempt == 0 {
-            base.with_file_name(format!("{}.avro", file_name(&base)))
-        } else {
-            base.with_file_name(format!("{}-{attempt}.avro", file_name(&base)))
-        };
-        match fs::hard_link(staging, &candidate) {
-            Ok(()) => return Ok(candidate),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            // The staging file itself is gone (removed by hand, or by a clean-up that took it
-            // for a dead run's): no retry can bring it back.
-            Err(e) if e.kind() == ErrorKind::NotFound && !staging.exists() => {
-                return Err(FileSinkError::WindowLost {
-                    reason: format!("staging file {} disappeared: {e}", staging.display()),
-                })
+    match fs::hard_link(staging, &target) {
+        Ok(()) => Ok(target),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            if same_file(staging, &target) || holds_window(&target, range) {
+                Ok(target)
+            } else {
+                Err(FileSinkError::NameTaken { path: target })
             }
-            Err(e) => return Err(io("linking", &candidate)(e)),
         }
+        // The staging file itself is gone (removed by hand, or by a clean-up that took it
+        // for a dead run's): no retry can bring it back.
+        Err(e) if e.kind() == ErrorKind::NotFound && !staging.exists() => {
+            Err(FileSinkError::WindowLost {
+                reason: format!("staging file {} disappeared: {e}", staging.display()),
+            })
+        }
+        Err(e) => Err(io("linking", &target)(e)),
     }
-    unreachable!("the loop returns or tries forever")
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Whether the Avro file at `path` holds the window `range`: it ends at the same event and
+/// starts no later (a copy reproduced after the oldest events expired starts later, and is the
+/// same window). Reads the file; only a commit that finds its name taken gets here.
+fn holds_window(path: &Path, range: Option<(i64, i64)>) -> bool {
+    let Some((first, last)) = range else {
+        return false;
+    };
+    let mut bounds: Option<(i64, i64)> = None;
+    let read = crate::archive::read_file(path, |archived| {
+        let n = archived.event.sequence_number;
+        bounds = Some(bounds.map_or((n, n), |(a, _)| (a, n)));
+        true
+    });
+    match (read, bounds) {
+        (Ok(_), Some((existing_first, existing_last))) => {
+            existing_last == last && existing_first <= first
+        }
+        _ => false,
+    }
 }
 
 /// Creates `dir` and any missing parents below `root`, fsyncing each parent so the new

@@ -5,7 +5,9 @@
 //! `<root>/myns.servicebus.windows.net/hub/$default/ownership/0` is partition 0's ownership. Each
 //! record is a small JSON file with the SDKs' metadata key names:
 //! ownership `{"ownerid": "...", "version": N, "last_modified_unix_ms": T}`, checkpoint
-//! `{"offset": "..."|null, "sequencenumber": N|null}`.
+//! `{"offset": "..."|null, "sequencenumber": N|null}`, plus hubcap's commit records
+//! ([`crate::checkpoint::schema`]): `hubcapcommit` on ownerships, `hubcapcommitted` on
+//! checkpoints.
 //!
 //! Every write goes to `<name>.tmp-<pid>-<random>`, is fsynced, renamed over the record and the
 //! directory fsynced, so a crash leaves the old record or the new one, never a torn one. Listings
@@ -32,8 +34,8 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Checkpoint, CheckpointStore, NameCase, Ownership, OwnershipClaim, RecordKind, StoreError,
-    StoreScope,
+    Checkpoint, CheckpointStore, CommitRecord, NameCase, Ownership, OwnershipClaim, RecordKind,
+    StoreError, StoreScope,
 };
 
 /// Marks a temp file: partition ids may not contain it, so a temp file is never a record.
@@ -73,6 +75,10 @@ struct OwnershipRecord {
     version: u64,
     /// When the claim was written, in milliseconds since the Unix epoch.
     last_modified_unix_ms: u64,
+    /// The window being committed (see [`crate::checkpoint::schema`]); absent in records older
+    /// hubcap versions wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hubcapcommit: Option<CommitRecord>,
 }
 
 /// A checkpoint record as stored on disk.
@@ -82,6 +88,9 @@ struct CheckpointRecord {
     offset: Option<String>,
     /// The event's sequence number.
     sequencenumber: Option<i64>,
+    /// The archive file or blob holding that event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hubcapcommitted: Option<String>,
 }
 
 impl FileCheckpointStore {
@@ -162,6 +171,7 @@ impl CheckpointStore for FileCheckpointStore {
                         partition_id,
                         offset: record.offset,
                         sequence_number: record.sequencenumber,
+                        committed_in: record.hubcapcommitted,
                     })
                 })
                 .collect()
@@ -176,6 +186,7 @@ impl CheckpointStore for FileCheckpointStore {
             let record = CheckpointRecord {
                 offset: checkpoint.offset,
                 sequencenumber: checkpoint.sequence_number,
+                hubcapcommitted: checkpoint.committed_in,
             };
             write_atomically(&path, &encode(&path, &record)?)
         })
@@ -190,6 +201,7 @@ impl OwnershipRecord {
             owner_id: self.ownerid,
             last_modified: UNIX_EPOCH + Duration::from_millis(self.last_modified_unix_ms),
             version: self.version.to_string(),
+            commit: self.hubcapcommit,
         }
     }
 }
@@ -301,6 +313,7 @@ fn claim_one(claim: &OwnershipClaim, path: &Path) -> Result<Option<OwnershipReco
         ownerid: claim.owner_id.clone(),
         version,
         last_modified_unix_ms: now_unix_ms(),
+        hubcapcommit: claim.commit.clone(),
     };
     write_atomically(path, &encode(path, &record)?)?;
     Ok(Some(record))

@@ -28,6 +28,7 @@ fn claim(partition_id: &str, owner_id: &str, version: Option<&str>) -> Ownership
         partition_id: partition_id.into(),
         owner_id: owner_id.into(),
         version: version.map(str::to_owned),
+        commit: None,
     }
 }
 
@@ -182,6 +183,7 @@ async fn records_are_json_files_with_the_sdk_key_names() {
         partition_id: "0".into(),
         offset: Some("4096".into()),
         sequence_number: Some(17),
+        committed_in: None,
     };
     store.update_checkpoint(&checkpoint).await.unwrap();
 
@@ -209,16 +211,19 @@ async fn checkpoints_round_trip_with_missing_fields_and_last_writer_wins() {
             partition_id: "0".into(),
             offset: None,
             sequence_number: Some(5),
+            committed_in: None,
         },
         Checkpoint {
             partition_id: "2".into(),
             offset: Some("100".into()),
             sequence_number: None,
+            committed_in: None,
         },
         Checkpoint {
             partition_id: "10".into(),
             offset: None,
             sequence_number: None,
+            committed_in: None,
         },
     ];
     for checkpoint in &checkpoints {
@@ -230,6 +235,7 @@ async fn checkpoints_round_trip_with_missing_fields_and_last_writer_wins() {
         partition_id: "2".into(),
         offset: Some("200".into()),
         sequence_number: Some(9),
+        committed_in: None,
     };
     store.update_checkpoint(&moved).await.unwrap();
     let listed = store.list_checkpoints().await.unwrap();
@@ -324,6 +330,7 @@ async fn partition_ids_that_could_escape_or_collide_are_refused() {
             partition_id: partition_id.into(),
             offset: None,
             sequence_number: Some(1),
+            committed_in: None,
         };
         let updated = store.update_checkpoint(&checkpoint).await;
         assert!(
@@ -369,6 +376,7 @@ async fn names_with_a_port_and_a_dollar_sign_work_in_either_case() {
             partition_id: "0".into(),
             offset: Some("1".into()),
             sequence_number: Some(1),
+            committed_in: None,
         };
         store.update_checkpoint(&checkpoint).await.unwrap();
         let base = dir.path().join(expected);
@@ -396,6 +404,7 @@ async fn open_creates_private_directories_and_a_missing_one_lists_empty() {
         partition_id: "0".into(),
         offset: None,
         sequence_number: Some(3),
+        committed_in: None,
     };
     store.update_checkpoint(&checkpoint).await.unwrap();
     assert_eq!(
