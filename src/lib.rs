@@ -20,7 +20,8 @@
 //!   that knows Blob Storage; [`credential`] builds Entra ID credentials for both;
 //! - [`http`], [`metrics`], [`health`] and [`systemd`] are what operators see;
 //! - [`demo`] runs the whole pipeline on the embedded emulator; [`archive`] reads archive files
-//!   back (`hubcap cat`); [`preflight`] checks a config against the real services;
+//!   back (`hubcap cat`), and [`verify`] checks a whole archive (and its checkpoints) with them
+//!   (`hubcap verify`); [`preflight`] checks a config against the real services;
 //! - [`recovery`] maps every error to one action and paces every retry;
 //! - [`secret`] and [`suggest`] are small shared pieces.
 
@@ -46,3 +47,4 @@ pub mod storage;
 pub mod suggest;
 pub mod supervisor;
 pub mod systemd;
+pub mod verify;

@@ -50,6 +50,26 @@ enum Command {
         #[arg(long, value_name = "a,b,...")]
         fields: Option<String>,
     },
+    /// Check an archive end to end: every file reads, no gap and no duplicate in any partition,
+    /// no checkpoint ahead of the data. Exit status 0 = exact, 1 = problems found, 2 = could
+    /// not run.
+    #[command(group(clap::ArgGroup::new("archive").required(true).args(["config", "dir"])))]
+    Verify {
+        /// The configured sink's archive (avro_file directory or avro_blob container) and the
+        /// configured checkpoint store.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A directory of archive files only (no checkpoints are checked).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// How the files under --dir are named [default: Capture's layout,
+        /// {Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}].
+        #[arg(long, value_name = "FMT", requires = "dir")]
+        path_format: Option<String>,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script: `hubcap completions bash > /etc/bash_completion.d/hubcap`.
     Completions {
         #[arg(value_enum)]
@@ -97,6 +117,17 @@ fn main() -> ExitCode {
             limit,
             fields,
         } => cat(&files, limit, fields.as_deref()),
+        Command::Verify {
+            config,
+            dir,
+            path_format,
+            json,
+        } => verify(
+            config.as_deref(),
+            dir.as_deref(),
+            path_format.as_deref(),
+            json,
+        ),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
@@ -343,6 +374,72 @@ fn cat(files: &[PathBuf], limit: Option<u64>, fields: Option<&str>) -> ExitCode 
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `hubcap verify`: 0 when the archive is exact, 1 when problems were found, 2 when it could
+/// not be checked at all.
+fn verify(
+    config: Option<&std::path::Path>,
+    dir: Option<&std::path::Path>,
+    path_format: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    let could_not_run = |problem: &dyn std::fmt::Display| {
+        eprintln!("hubcap verify: {problem}");
+        ExitCode::from(2)
+    };
+    enum Target<'a> {
+        Config(config::Config),
+        Dir(&'a std::path::Path, hubcap::sink::path_format::PathFormat),
+    }
+    let target = match (config, dir) {
+        (Some(path), _) => match config::load(path) {
+            Ok(config) => Target::Config(config),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(dir)) => {
+            let format = path_format.unwrap_or(hubcap::config::DEFAULT_PATH_FORMAT);
+            match hubcap::verify::parse_path_format(format) {
+                Ok(format) => Target::Dir(dir, format),
+                Err(error) => return could_not_run(&error),
+            }
+        }
+        (None, None) => return could_not_run(&"give --config FILE or --dir DIR"),
+    };
+    let log_format = match &target {
+        Target::Config(config) => config.log.format,
+        Target::Dir(..) => LogFormat::Text,
+    };
+    init_logging(log_format, "warn");
+    let Some(runtime) = runtime(1) else {
+        return ExitCode::from(2);
+    };
+    let report = runtime.block_on(async {
+        match &target {
+            Target::Config(config) => hubcap::verify::verify_config(config).await,
+            Target::Dir(dir, format) => hubcap::verify::verify_dir(dir, format).await,
+        }
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => return could_not_run(&error),
+    };
+    let mut text = if json {
+        report.to_json()
+    } else {
+        report.to_text()
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    match print_bytes("verify", text.as_bytes()) {
+        code if code != ExitCode::SUCCESS => ExitCode::from(2),
+        _ if report.ok => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
     }
 }
 

@@ -91,12 +91,17 @@ pub fn client_settings(config: &Config) -> Result<ClientSettings, SetupError> {
     })
 }
 
-pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
-    let scope = StoreScope {
+/// The checkpoint-store records a config reads and writes: its hub and consumer group.
+pub fn store_scope(config: &Config) -> StoreScope {
+    StoreScope {
         fully_qualified_namespace: config.eventhub.connection.fully_qualified_namespace(),
         event_hub: config.eventhub.name.clone(),
         consumer_group: config.eventhub.consumer_group.clone(),
-    };
+    }
+}
+
+pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
+    let scope = store_scope(config);
     match &config.checkpoint_store {
         CheckpointStoreConfig::File { path } => Ok(Store::File(FileCheckpointStore::open(
             path.clone(),

@@ -1,12 +1,15 @@
 //! Reading archives back: the files hubcap writes, as the events they hold.
 //!
-//! `hubcap cat` is built on this: [`read_file`] recognises the file's format from its first
-//! bytes and returns its events as [`ArchivedEvent`]s, which print as the `stdout` sink's JSON
-//! lines (same field names, same value encoding, [`crate::sink::stdout`]). Capture Avro
-//! ([`capture`]) is the only format hubcap writes today; a new sink format adds its reader here.
+//! `hubcap cat` and `hubcap verify` are built on this: [`read`] recognises an archive's format
+//! from its first bytes and streams its events, from a file or a blob download alike;
+//! [`read_file`] adds the partition a file's path names, as [`ArchivedEvent`]s, which print as
+//! the `stdout` sink's JSON lines (same field names, same value encoding,
+//! [`crate::sink::stdout`]). Capture Avro ([`capture`]) is the only format hubcap writes today;
+//! a new sink format adds its reader here.
 
 pub mod capture;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::eventhubs::ReceivedEvent;
@@ -141,33 +144,51 @@ pub fn read_file(
     path: &Path,
     mut each: impl FnMut(ArchivedEvent) -> bool,
 ) -> Result<u64, ArchiveError> {
-    let open_error = |source| ArchiveError::Open {
+    let file = std::fs::File::open(path).map_err(|source| ArchiveError::Open {
         path: path.to_owned(),
         source,
-    };
-    let mut file = std::fs::File::open(path).map_err(open_error)?;
-    let mut magic = [0u8; 4];
-    let read = read_up_to(&mut file, &mut magic).map_err(open_error)?;
-    let format = detect(path, &magic[..read])?;
-    let file = std::fs::File::open(path).map_err(open_error)?;
+    })?;
     let partition_id = partition_from_path(path);
+    read(path, file, |event| {
+        each(ArchivedEvent {
+            partition_id: partition_id.clone(),
+            event,
+        })
+    })
+}
+
+/// Calls `each` with every event of the archive `input` holds (a file, a blob being
+/// downloaded: any byte stream, read once from the start, buffered here), in order, until it
+/// returns false; `name` names it in errors. The format is recognised from the first bytes
+/// ([`detect`]); a new format is one more arm here. Streams: memory does not grow with the
+/// archive's size (the Avro reader holds one block at a time).
+pub fn read(
+    name: &Path,
+    input: impl Read,
+    each: impl FnMut(ReceivedEvent) -> bool,
+) -> Result<u64, ArchiveError> {
+    let mut input = std::io::BufReader::new(input);
+    let mut magic = [0u8; 4];
+    let read = read_up_to(&mut input, &mut magic).map_err(|source| ArchiveError::Open {
+        path: name.to_owned(),
+        source,
+    })?;
+    let format = detect(name, &magic[..read])?;
+    // The bytes taken to recognise the format go back in front of the rest.
+    let input = std::io::Cursor::new(magic).take(read as u64).chain(input);
     match format {
-        Format::CaptureAvro => capture::read(path, std::io::BufReader::new(file), |event| {
-            each(ArchivedEvent {
-                partition_id: partition_id.clone(),
-                event,
-            })
-        }),
+        Format::CaptureAvro => capture::read(name, input, each),
     }
 }
 
-fn read_up_to(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read;
+fn read_up_to(input: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
-        match file.read(&mut buffer[filled..])? {
-            0 => break,
-            n => filled += n,
+        match input.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(filled)
@@ -250,5 +271,37 @@ mod tests {
         let error = detect(path, b"{\"a\"").unwrap_err().to_string();
         assert!(error.starts_with("f: not an archive"), "{error}");
         assert!(detect(path, b"").is_err());
+    }
+
+    #[test]
+    fn any_byte_stream_reads_even_one_byte_at_a_time() {
+        struct Trickle(std::io::Cursor<Vec<u8>>);
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let end = buf.len().min(1);
+                self.0.read(&mut buf[..end])
+            }
+        }
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/capture-archive-2016.avro"
+        );
+        let bytes = std::fs::read(fixture).unwrap();
+        let mut offsets = Vec::new();
+        let count = read(
+            Path::new("blob"),
+            Trickle(std::io::Cursor::new(bytes)),
+            |e| {
+                offsets.push(e.offset);
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!((count, offsets), (1, vec!["0".to_owned()]));
+        let error = read(Path::new("blob"), &b"Ob"[..], |_| true).unwrap_err();
+        assert!(
+            matches!(error, ArchiveError::UnknownFormat { .. }),
+            "{error}"
+        );
     }
 }

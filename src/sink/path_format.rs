@@ -385,6 +385,145 @@ impl UtcTime {
     }
 }
 
+/// Reading names back: which partition an archive name belongs to (`hubcap verify`).
+///
+/// A name is the rendered template, an optional `-N` collision suffix and `.avro`. Each token
+/// matches what [`PathFormat::render`] writes for it: `{Year}` four digits, the other date and
+/// time tokens two, the sequence-number tokens a decimal number (`-1` for an empty window),
+/// and the name tokens (`{Namespace}`, `{EventHub}`, `{ConsumerGroup}`, `{PartitionId}`) any
+/// non-empty text without `/`. When the template can split a name more than one way (say
+/// `{EventHub}-{PartitionId}` and `my-hub-3`), the partition ids that come out must agree; if
+/// they do not, the one that is a number wins (Event Hubs numbers its partitions), else the name
+/// is ambiguous and has no partition.
+impl PathFormat {
+    /// The partition id in `relative_name` (`/`-separated, relative to the archive root, with
+    /// its `.avro` extension), or `None` if this format did not produce that name.
+    pub fn partition_of(&self, relative_name: &str) -> Option<String> {
+        let stem = relative_name.strip_suffix(".avro")?;
+        // The sink adds `-1`, `-2`, ... to a name that was taken; a name may also end in
+        // digits of its own (`{FirstSequenceNumber}` of `-1`), so both readings are tried.
+        without_collision_suffix(stem)
+            .into_iter()
+            .chain([stem])
+            .find_map(|rendered| self.partition_of_rendered(rendered))
+    }
+
+    /// Whether names of this format say their partition.
+    pub fn has_partition_id(&self) -> bool {
+        self.parts.contains(&Part::Token(Token::PartitionId))
+    }
+
+    fn partition_of_rendered(&self, rendered: &str) -> Option<String> {
+        let mut search = Search {
+            found: Vec::new(),
+            steps: 0,
+        };
+        search.walk(&self.parts, rendered, None);
+        let mut found = search.found;
+        found.sort();
+        found.dedup();
+        if found.len() <= 1 {
+            return found.pop();
+        }
+        let mut numeric = found
+            .into_iter()
+            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()));
+        match (numeric.next(), numeric.next()) {
+            (Some(id), None) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// `stem` without a trailing `-N` (N from 1, no leading zero) in its last segment.
+fn without_collision_suffix(stem: &str) -> Option<&str> {
+    let (base, number) = stem.rsplit_once('-')?;
+    let is_suffix = !number.is_empty()
+        && !number.starts_with('0')
+        && number.bytes().all(|b| b.is_ascii_digit());
+    (is_suffix && !base.is_empty() && !base.ends_with('/')).then_some(base)
+}
+
+/// A backtracking match of a name against the template's parts, collecting the partition id
+/// of every complete match.
+struct Search {
+    found: Vec<String>,
+    /// Calls so far: a hostile name cannot make the search take long.
+    steps: u32,
+}
+
+/// More than any real template and name need (a few dozen); past it the name has no match.
+const MAX_SEARCH_STEPS: u32 = 10_000;
+
+impl Search {
+    fn walk(&mut self, parts: &[Part], rest: &str, partition: Option<&str>) {
+        self.steps += 1;
+        if self.steps > MAX_SEARCH_STEPS {
+            self.found.clear();
+            return;
+        }
+        let Some((part, later)) = parts.split_first() else {
+            if rest.is_empty() {
+                if let Some(id) = partition {
+                    self.found.push(id.to_owned());
+                }
+            }
+            return;
+        };
+        match part {
+            Part::Literal(text) => {
+                if let Some(after) = rest.strip_prefix(text.as_str()) {
+                    self.walk(later, after, partition);
+                }
+            }
+            Part::Token(token) => {
+                // A value never crosses a `/`: every candidate is a prefix of this segment.
+                let segment_end = rest.find('/').unwrap_or(rest.len());
+                for end in 1..=segment_end {
+                    if !rest.is_char_boundary(end) {
+                        continue;
+                    }
+                    let (value, after) = rest.split_at(end);
+                    if !token.accepts(value) {
+                        continue;
+                    }
+                    if *token == Token::PartitionId {
+                        if partition.is_some_and(|earlier| earlier != value) {
+                            continue;
+                        }
+                        self.walk(later, after, Some(value));
+                    } else {
+                        self.walk(later, after, partition);
+                    }
+                    if self.steps > MAX_SEARCH_STEPS {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Token {
+    /// Whether `value` (one segment's worth of text, no `/`) is something
+    /// [`PathFormat::render`] writes for this token.
+    fn accepts(self, value: &str) -> bool {
+        let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        match self {
+            Token::Year => value.len() == 4 && digits(value),
+            Token::Month | Token::Day | Token::Hour | Token::Minute | Token::Second => {
+                value.len() == 2 && digits(value)
+            }
+            Token::FirstSequenceNumber | Token::LastSequenceNumber => {
+                digits(value.strip_prefix('-').unwrap_or(value))
+            }
+            Token::Namespace | Token::EventHub | Token::ConsumerGroup | Token::PartitionId => {
+                !value.is_empty()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,5 +745,101 @@ mod tests {
         // Extremes do not panic.
         let _ = UtcTime::from_unix_ms(i64::MIN);
         let _ = UtcTime::from_unix_ms(i64::MAX);
+    }
+
+    #[test]
+    fn the_partition_comes_back_from_a_default_name_with_or_without_a_suffix() {
+        let format = PathFormat::parse(DEFAULT_PATH_FORMAT).unwrap();
+        let name = format.render(&context()) + ".avro";
+        assert_eq!(format.partition_of(&name).as_deref(), Some("0"));
+        let of = |name: &str| format.partition_of(name);
+        assert_eq!(
+            of("ns/hub/12/2026/12/01/20/13/20-1.avro").as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            of("ns/hub/12/2026/12/01/20/13/20-17.avro").as_deref(),
+            Some("12")
+        );
+        // Not what this format writes: wrong depth, widths, extension, a `-0` suffix.
+        for other in [
+            "ns/hub/12/2026/12/01/20/13/20",
+            "ns/hub/12/2026/12/01/20/13/20.avro.tmp",
+            "ns/hub/12/2026/12/01/20/13.avro",
+            "ns/hub/12/2026/12/1/20/13/20.avro",
+            "ns/hub/12/26/12/01/20/13/20.avro",
+            "ns/hub/12/2026/12/01/20/13/20-0.avro",
+            "ns/hub/12/2026/12/01/20/13/20-.avro",
+            "x/ns/hub/12/2026/12/01/20/13/20.avro",
+            "ns//12/2026/12/01/20/13/20.avro",
+            "hubcap-preflight",
+            "",
+        ] {
+            assert_eq!(of(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn sequence_number_formats_read_back_including_empty_windows() {
+        let format = PathFormat::parse(
+            "{EventHub}/{PartitionId}/{FirstSequenceNumber}_{LastSequenceNumber}",
+        )
+        .unwrap();
+        let name = format.render(&context()) + ".avro";
+        assert_eq!(name, "myeventhub/0/1200_1299.avro");
+        assert_eq!(format.partition_of(&name).as_deref(), Some("0"));
+        assert_eq!(format.partition_of("h/7/-1_-1.avro").as_deref(), Some("7"));
+        assert_eq!(format.partition_of("h/7/5_9-2.avro").as_deref(), Some("7"));
+        assert_eq!(format.partition_of("h/7/5_x.avro"), None);
+        // A format that ends in a number: `-1` is a suffix where that leaves a match.
+        let first = PathFormat::parse("{PartitionId}/{FirstSequenceNumber}").unwrap();
+        assert_eq!(first.partition_of("3/100-1.avro").as_deref(), Some("3"));
+        assert_eq!(first.partition_of("3/-1.avro").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn a_partition_inside_a_segment_is_found_and_ambiguity_prefers_a_number() {
+        let format = PathFormat::parse("{EventHub}-{PartitionId}/{Second}").unwrap();
+        assert_eq!(
+            format.partition_of("my-hub-3/05.avro").as_deref(),
+            Some("3")
+        );
+        assert_eq!(format.partition_of("hub-p-q/05.avro"), None, "ambiguous");
+        let literal =
+            PathFormat::parse("archive/p{PartitionId}/{Year}{Month}{Day}T{Second}").unwrap();
+        assert_eq!(
+            literal
+                .partition_of("archive/p31/20261201T07.avro")
+                .as_deref(),
+            Some("31")
+        );
+        assert_eq!(literal.partition_of("archive/31/20261201T07.avro"), None);
+        // Hostile values come back as the sink wrote them.
+        let rendered = PathFormat::parse(DEFAULT_PATH_FORMAT)
+            .unwrap()
+            .render(&PathContext {
+                partition_id: "../x",
+                ..context()
+            });
+        assert_eq!(
+            PathFormat::parse(DEFAULT_PATH_FORMAT)
+                .unwrap()
+                .partition_of(&format!("{rendered}.avro"))
+                .as_deref(),
+            Some(".._x")
+        );
+        assert!(format.has_partition_id());
+    }
+
+    #[test]
+    fn a_long_hostile_name_is_refused_quickly() {
+        let format = PathFormat::parse(
+            "{Namespace}{EventHub}{ConsumerGroup}{PartitionId}{Namespace}{EventHub}/{Second}",
+        )
+        .unwrap();
+        let name = format!("{}/05.avro", "a".repeat(4000));
+        let started = std::time::Instant::now();
+        let _ = format.partition_of(&name);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

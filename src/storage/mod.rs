@@ -28,9 +28,9 @@ use azure_core::http::{
     ClientOptions, Etag, ExponentialRetryOptions, RequestContent, RetryOptions, Transport,
 };
 use azure_storage_blob::models::{
-    BlobClientGetPropertiesOptions, BlobClientSetMetadataOptions, BlobClientUploadOptions,
-    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions, BlockLookupList,
-    ListBlobsIncludeItem,
+    BlobClientDownloadOptions, BlobClientGetPropertiesOptions, BlobClientSetMetadataOptions,
+    BlobClientUploadOptions, BlobContainerClientListBlobsOptions,
+    BlockBlobClientCommitBlockListOptions, BlockLookupList, ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::Bytes;
@@ -104,6 +104,8 @@ pub struct BlobContainer {
     client: Arc<BlobContainerClient>,
     /// Container name, for messages.
     name: String,
+    /// The container's URL with no query (where a SAS rides) and no user info: safe to show.
+    url: String,
 }
 
 impl std::fmt::Debug for BlobContainer {
@@ -160,6 +162,7 @@ impl BlobContainer {
                 reason: "an Entra ID credential needs an https account_url".into(),
             });
         }
+        let url = shown_url(&container_url);
         let client = BlobContainerClient::new(container_url, credential, Some(options))
             // The crate's message would print the URL, and with it a SAS.
             .map_err(|_| StorageError::Config {
@@ -168,12 +171,18 @@ impl BlobContainer {
         Ok(Self {
             client: Arc::new(client),
             name: container.to_owned(),
+            url,
         })
     }
 
     /// The container's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The container's URL without any secret (no SAS query, no user info), for reports.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     fn target(&self, blob: &str) -> String {
@@ -394,6 +403,29 @@ impl BlobContainer {
         Ok(written_from(response.headers()))
     }
 
+    /// The blob's content as it arrives, chunk by chunk: memory stays bounded whatever the
+    /// blob's size (the crate fetches 4 MiB ranges, at most two ahead with one transfer at a
+    /// time). Each chunk has the transfer deadline.
+    pub async fn download_stream(&self, name: &str) -> Result<BlobDownload, StorageError> {
+        let blob = self.client.blob_client(name);
+        let options = BlobClientDownloadOptions {
+            parallel: Some(std::num::NonZero::<usize>::MIN),
+            ..Default::default()
+        };
+        let target = self.target(name);
+        let result = run(
+            "download",
+            &target,
+            TRANSFER_DEADLINE,
+            blob.download(Some(options)),
+        )
+        .await?;
+        Ok(BlobDownload {
+            body: result.body,
+            target,
+        })
+    }
+
     /// The blob's content.
     pub async fn download(&self, name: &str) -> Result<Vec<u8>, StorageError> {
         let blob = self.client.blob_client(name);
@@ -410,6 +442,41 @@ impl BlobContainer {
         .await?;
         Ok(bytes.to_vec())
     }
+}
+
+/// A blob's content being downloaded ([`BlobContainer::download_stream`]).
+pub struct BlobDownload {
+    body: azure_core::http::AsyncResponseBody,
+    /// Container and blob, for messages.
+    target: String,
+}
+
+impl std::fmt::Debug for BlobDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobDownload")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobDownload {
+    /// The next bytes of the blob; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StorageError> {
+        use futures_util::StreamExt as _;
+        let next = async { self.body.next().await.transpose() };
+        run("download", &self.target, TRANSFER_DEADLINE, next).await
+    }
+}
+
+/// `url` as it may be shown: no query (a SAS), no fragment, no user or password.
+fn shown_url(url: &azure_core::http::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    // Only fails for URLs that cannot have user info, which then have none.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
 }
 
 /// Runs one operation under `deadline`, sorting its failure.
@@ -488,6 +555,10 @@ mod tests {
         assert!(
             shown.contains("checkpoints") && !shown.contains("S3CRET"),
             "{shown}"
+        );
+        assert_eq!(
+            container.url(),
+            "http://127.0.0.1:10000/devstoreaccount1/checkpoints"
         );
     }
 }
