@@ -200,7 +200,9 @@ def build_schedule(seed: int, settings: ChaosSettings) -> list[Action]:
         if kind == "outage":
             actions.append(Action(start, "outage", 0, (round(rng.uniform(8.0, 15.0), 2),)))
         else:
-            actions.append(Action(start, "zombie", rng.randrange(len(OWNERS))))
+            # Once its partitions are taken, the zombie stays paused a little longer, so the new
+            # owners commit over what its open windows hold before it wakes up.
+            actions.append(Action(start, "zombie", rng.randrange(len(OWNERS)), (round(rng.uniform(0.0, 3.0), 2),)))
     actions.sort(key=lambda a: (a.at, a.kind))
     return actions
 
@@ -409,6 +411,8 @@ class Member:
     deadline: float = 0.0  # terminating: when to give up on the drain; paused: when to SIGCONT anyway
     paused_partitions: tuple = ()
     paused_at: float = 0.0
+    linger: float = 0.0  # paused: how long to stay paused once the partitions are taken
+    taken_at: Optional[float] = None  # paused: when the takeover was seen
     protected_until: float = 0.0  # a zombie just resumed: left alone for a moment
     incarnations: list[Incarnation] = field(default_factory=list)
 
@@ -604,7 +608,7 @@ class Fleet:
         member.deadline = time.monotonic() + DRAIN_TIMEOUT_S + 10
         return member.current.name
 
-    def pause(self, hint: int, records: "OwnershipReader") -> Optional[str]:
+    def pause(self, hint: int, records: "OwnershipReader", linger: float = 0.0) -> Optional[str]:
         owners = records.active()
         if owners is None:
             return None
@@ -620,15 +624,17 @@ class Fleet:
         member.paused_partitions = tuple(holding[member.owner])
         member.paused_at = time.monotonic()
         member.deadline = member.paused_at + OWNERSHIP_EXPIRATION_S + 20
+        member.linger = linger
+        member.taken_at = None
         return f"{member.current.name} holding {list(member.paused_partitions)}"
 
     def _maybe_resume(self, member: Member, records: Optional["OwnershipReader"], now: float) -> None:
-        taken = False
-        if records is not None and now - member.paused_at > OWNERSHIP_EXPIRATION_S:
+        if member.taken_at is None and records is not None and now - member.paused_at > OWNERSHIP_EXPIRATION_S:
             owners = records.active(cached_for=0.25)
-            if owners is not None:
-                taken = all(owners.get(p) not in (None, member.owner) for p in member.paused_partitions)
-        if taken or now > member.deadline or not self.restarting:
+            if owners is not None and all(owners.get(p) not in (None, member.owner) for p in member.paused_partitions):
+                member.taken_at = now
+        taken = member.taken_at is not None
+        if (taken and now >= member.taken_at + member.linger) or now > member.deadline or not self.restarting:
             self._signal(member.current, signal.SIGCONT)
             member.state = "running"
             member.protected_until = now + 3.0
@@ -1069,7 +1075,7 @@ def run_chaos(
             elif kind == "zombie":
                 if outage.busy():
                     return False
-                target = fleet.pause(action.hint, reader)
+                target = fleet.pause(action.hint, reader, linger=action.params[0])
                 what = f"SIGSTOP {target}"
             elif kind == "outage":
                 if outage.busy() or any(m.state == "paused" for m in fleet.members):
@@ -1562,7 +1568,7 @@ def duplicate_forensics(run: ChaosRun, archive: Archive, shown: int = 3) -> list
             seqs = item.sequence_numbers()
             out.append(f"  {item.name}: seq {seqs[0]}..{seqs[-1]} ({len(seqs)} events), modified "
                        f"{item.modified.isoformat() if item.modified else '?'} {item.metadata or ''}")
-        needles = [Path(n).name.removesuffix(".avro") for n in names] + list(names)
+        needles = list(names)  # the file sink logs absolute paths, which end in these
         mentioning = log_lines_mentioning(incarnations, needles)
         out.append("  log lines naming these files:" + ("".join(f"\n    {l}" for l in mentioning) or " (none)"))
         partition_lines = commit_log_lines(incarnations, pid)
