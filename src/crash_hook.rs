@@ -3,7 +3,9 @@
 //! it exactly between two steps of the commit protocol instead of hoping a random `kill -9`
 //! lands there. Points: `after_record` (the commit record is written, the window not yet
 //! committed) and `after_commit` (the window is committed, its checkpoint not yet written).
-//! Unset, it costs one relaxed atomic load per committed window.
+//! `stop_after_record` / `stop_after_commit` stop the process with SIGSTOP there instead, so a
+//! test can let its ownership be taken and resume it (a zombie) with SIGCONT.
+//! Unset, it costs one check of a `OnceLock` per committed window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -26,6 +28,8 @@ impl CrashPoint {
 
 struct Armed {
     point: CrashPoint,
+    /// SIGSTOP rather than SIGKILL.
+    stop: bool,
     at: u64,
     reached: AtomicU64,
 }
@@ -36,6 +40,10 @@ fn armed() -> Option<&'static Armed> {
         .get_or_init(|| {
             let value = std::env::var("HUBCAP_TEST_CRASH").ok()?;
             let (point, at) = value.split_once(':')?;
+            let (stop, point) = match point.strip_prefix("stop_") {
+                Some(point) => (true, point),
+                None => (false, point),
+            };
             let point = match point {
                 "after_record" => CrashPoint::AfterRecord,
                 "after_commit" => CrashPoint::AfterCommit,
@@ -44,6 +52,7 @@ fn armed() -> Option<&'static Armed> {
             let at = at.parse::<u64>().ok().filter(|n| *n > 0)?;
             Some(Armed {
                 point,
+                stop,
                 at,
                 reached: AtomicU64::new(0),
             })
@@ -51,7 +60,7 @@ fn armed() -> Option<&'static Armed> {
         .as_ref()
 }
 
-/// Kills the process if the hook is armed for this point and this is the chosen time.
+/// Kills (or stops) the process if the hook is armed for this point and this is the chosen time.
 pub fn reached(point: CrashPoint) {
     let Some(armed) = armed() else {
         return;
@@ -59,14 +68,24 @@ pub fn reached(point: CrashPoint) {
     if armed.point != point {
         return;
     }
-    if armed.reached.fetch_add(1, Ordering::Relaxed) + 1 == armed.at {
+    if armed.reached.fetch_add(1, Ordering::Relaxed) + 1 != armed.at {
+        return;
+    }
+    let me = rustix::process::getpid();
+    if armed.stop {
+        eprintln!(
+            "test crash hook: stop_{} #{}: stopping the process",
+            point.name(),
+            armed.at
+        );
+        let _ = rustix::process::kill_process(me, rustix::process::Signal::STOP);
+    } else {
         eprintln!(
             "test crash hook: {} #{}: killing the process",
             point.name(),
             armed.at
         );
-        let _ =
-            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
         std::process::abort();
     }
 }

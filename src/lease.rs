@@ -25,6 +25,9 @@ use crate::checkpoint::{
     Checkpoint, CheckpointStore, CommitRecord, Ownership, OwnershipClaim, Store, StoreError,
 };
 
+/// Compare-and-swap attempts of one checkpoint write before it reports the store unavailable.
+const CHECKPOINT_SWAP_ATTEMPTS: usize = 3;
+
 /// The right to checkpoint one partition. Both the supervisor's renewals and the partition's
 /// checkpoints go through it, so the version used for each compare-and-swap is always current.
 #[derive(Debug)]
@@ -33,6 +36,9 @@ pub struct OwnershipLease {
     /// The record as last written by this instance; the lock serialises renewals and
     /// checkpoints.
     ownership: Mutex<Ownership>,
+    /// The checkpoint record's version as last seen or written (`None`: there is none yet):
+    /// checkpoints are a compare-and-swap on it, taken under the `ownership` lock.
+    checkpoint_version: Mutex<Option<String>>,
     /// Cancelled for good when a renewal finds the partition owned by someone else.
     lost: CancellationToken,
 }
@@ -58,10 +64,13 @@ impl CheckpointError {
 }
 
 impl OwnershipLease {
-    pub fn new(ownership: Ownership) -> Self {
+    /// The lease of a just-claimed `ownership`; `checkpoint_version` is the version of the
+    /// partition's checkpoint record read after the claim (`None` if it has none).
+    pub fn new(ownership: Ownership, checkpoint_version: Option<String>) -> Self {
         Self {
             partition_id: ownership.partition_id.clone(),
             ownership: Mutex::new(ownership),
+            checkpoint_version: Mutex::new(checkpoint_version),
             lost: CancellationToken::new(),
         }
     }
@@ -119,7 +128,11 @@ impl OwnershipLease {
         }
     }
 
-    /// Writes `checkpoint` only if this instance still owns the partition.
+    /// Writes `checkpoint` only if this instance still owns the partition: a renewal, then a
+    /// compare-and-swap on the checkpoint's version. If the checkpoint changed since (a former
+    /// owner paused between its renewal and its write, whose late write landed), a record
+    /// behind ours is overwritten; one ahead of ours means another instance has read further,
+    /// and the partition is lost.
     pub async fn checkpoint(
         &self,
         store: &Store,
@@ -127,8 +140,42 @@ impl OwnershipLease {
     ) -> Result<(), CheckpointError> {
         let mut ownership = self.ownership.lock().await;
         self.renew_locked(store, &mut ownership).await?;
-        store.update_checkpoint(checkpoint).await?;
-        Ok(())
+        let mut version = self.checkpoint_version.lock().await;
+        for _ in 0..CHECKPOINT_SWAP_ATTEMPTS {
+            if let Some(written) = store
+                .swap_checkpoint(checkpoint, version.as_deref())
+                .await?
+            {
+                *version = Some(written);
+                return Ok(());
+            }
+            let current = store
+                .list_checkpoint_versions()
+                .await?
+                .into_iter()
+                .find(|(c, _)| c.partition_id == checkpoint.partition_id);
+            let ahead =
+                |found: &Checkpoint| match (found.sequence_number, checkpoint.sequence_number) {
+                    (Some(found), Some(ours)) => found > ours,
+                    _ => false,
+                };
+            match current {
+                Some((found, _)) if ahead(&found) => {
+                    tracing::warn!(partition_id = %self.partition_id, found = ?found.sequence_number,
+                        ours = ?checkpoint.sequence_number, "the checkpoint is ahead of this instance's: another instance reads the partition");
+                    self.lost.cancel();
+                    return Err(self.lost_error());
+                }
+                Some((_, found_version)) => *version = Some(found_version),
+                None => *version = None,
+            }
+        }
+        Err(CheckpointError::Store(StoreError::Unavailable {
+            reason: format!(
+                "the checkpoint of partition {} kept changing under this instance's writes",
+                self.partition_id
+            ),
+        }))
     }
 
     /// Gives the partition up (`ownerid = ""`) so another instance can claim it at once.
@@ -185,5 +232,98 @@ impl CommitJournal {
         self.lease
             .write_locked(&self.store, &mut ownership, Some(record.clone()))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::file::FileCheckpointStore;
+    use crate::checkpoint::{NameCase, StoreScope};
+
+    fn store(root: &std::path::Path) -> Arc<Store> {
+        let scope = StoreScope {
+            fully_qualified_namespace: "ns".into(),
+            event_hub: "hub".into(),
+            consumer_group: "$default".into(),
+        };
+        Arc::new(Store::File(
+            FileCheckpointStore::open(root, scope, NameCase::Lower).unwrap(),
+        ))
+    }
+
+    async fn claimed(store: &Store) -> OwnershipLease {
+        let claim = OwnershipClaim {
+            partition_id: "0".into(),
+            owner_id: "me".into(),
+            version: None,
+            commit: None,
+        };
+        let won = store.claim_ownership(&[claim]).await.unwrap();
+        OwnershipLease::new(won.into_iter().next().unwrap(), None)
+    }
+
+    fn at(sequence_number: i64) -> Checkpoint {
+        Checkpoint {
+            partition_id: "0".into(),
+            offset: Some(sequence_number.to_string()),
+            sequence_number: Some(sequence_number),
+            committed_in: None,
+        }
+    }
+
+    async fn checkpointed(store: &Store) -> Option<i64> {
+        store.list_checkpoints().await.unwrap()[0].sequence_number
+    }
+
+    #[tokio::test]
+    async fn a_late_write_of_an_older_checkpoint_is_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let lease = claimed(&store).await;
+        lease.checkpoint(&store, &at(10)).await.unwrap();
+        // A former owner, paused between its renewal and its write, writes an older one.
+        store.update_checkpoint(&at(4)).await.unwrap();
+        lease.checkpoint(&store, &at(20)).await.unwrap();
+        assert_eq!(checkpointed(&store).await, Some(20));
+        assert!(!lease.is_lost());
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_ahead_of_ours_loses_the_partition_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let lease = claimed(&store).await;
+        lease.checkpoint(&store, &at(10)).await.unwrap();
+        store.update_checkpoint(&at(90)).await.unwrap();
+        assert!(matches!(
+            lease.checkpoint(&store, &at(20)).await,
+            Err(CheckpointError::Lost { .. })
+        ));
+        assert!(lease.is_lost());
+        assert_eq!(checkpointed(&store).await, Some(90));
+    }
+
+    #[tokio::test]
+    async fn renewals_and_the_release_carry_the_commit_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let lease = Arc::new(claimed(&store).await);
+        let record = CommitRecord {
+            first_sequence_number: 1,
+            last_sequence_number: 2,
+            name: "w.avro".into(),
+        };
+        let journal = CommitJournal::new(Arc::clone(&lease), Arc::clone(&store));
+        journal.record(&record).await.unwrap();
+        lease.renew(&store).await.unwrap();
+        lease.checkpoint(&store, &at(0)).await.unwrap();
+        lease.release(&store).await.unwrap();
+        let listed = store.list_ownership().await.unwrap();
+        assert_eq!(
+            (listed[0].owner_id.as_str(), listed[0].commit.as_ref()),
+            ("", Some(&record))
+        );
+        assert_eq!(lease.commit_record().await, Some(record));
     }
 }

@@ -192,7 +192,7 @@ impl Supervisor {
         if won.is_empty() {
             return Ok(());
         }
-        let checkpoints = self.store.list_checkpoints().await?;
+        let checkpoints = self.store.list_checkpoint_versions().await?;
         for ownership in won {
             let previous = ownerships
                 .iter()
@@ -208,7 +208,7 @@ impl Supervisor {
             info!(partition_id = %ownership.partition_id, event = kind, owner_id = %self.settings.owner_id, "partition claimed");
             let checkpoint = checkpoints
                 .iter()
-                .find(|c| c.partition_id == ownership.partition_id);
+                .find(|(c, _)| c.partition_id == ownership.partition_id);
             self.start_partition(ownership, checkpoint, owned, tasks);
         }
         Ok(())
@@ -217,22 +217,26 @@ impl Supervisor {
     fn start_partition(
         &self,
         ownership: Ownership,
-        checkpoint: Option<&Checkpoint>,
+        checkpoint: Option<&(Checkpoint, String)>,
         owned: &mut HashMap<String, Owned>,
         tasks: &mut JoinSet<(String, PartitionExit)>,
     ) {
         let partition_id = ownership.partition_id.clone();
+        let (checkpoint, checkpoint_version) = match checkpoint {
+            Some((checkpoint, version)) => (Some(checkpoint), Some(version.clone())),
+            None => (None, None),
+        };
         let (start, expected_sequence_number, resume) = resume_point(
             checkpoint,
             ownership.commit.as_ref(),
             &self.settings.start_position,
         );
         if let Some(record) = &resume {
-            info!(partition_id = %partition_id, name = %record.name, first_sequence_number = record.first_sequence_number,
+            info!(partition_id = %partition_id, event = "reproducing_recorded_window", name = %record.name, first_sequence_number = record.first_sequence_number,
                 last_sequence_number = record.last_sequence_number,
                 "completing the window the previous owner was committing");
         }
-        let lease = Arc::new(OwnershipLease::new(ownership));
+        let lease = Arc::new(OwnershipLease::new(ownership, checkpoint_version));
         let stop = CancellationToken::new();
         let mut sink = self.sink.open_partition(
             &partition_id,

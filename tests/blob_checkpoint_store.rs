@@ -523,3 +523,69 @@ async fn staged_blocks_commit_once_and_a_committed_blob_is_never_replaced() {
         "{again:?}"
     );
 }
+
+/// hubcap's own checkpoint writes are compare-and-swaps on the blob's ETag: a create loses to an
+/// existing blob, a stale ETag loses to any write since (an SDK processor's unconditional one
+/// included), and the winner's keys sit beside the SDKs' where the Python store reads them.
+#[tokio::test]
+async fn checkpoint_swaps_follow_the_etag_and_keep_hubcaps_key_beside_the_sdks() {
+    let azurite = Azurite::start();
+    let container = container(&azurite).await;
+    let store = BlobCheckpointStore::new(container.clone(), scope(), NameCase::Lower);
+    let blob = "myns.servicebus.windows.net/hub1/$default/checkpoint/0";
+    let mut first = checkpoint("0", Some("100"), Some(1));
+    first.committed_in = Some("ns/hub1/0/2026/12/02/01 00.avro".into());
+    let created = store
+        .swap_checkpoint(&first, None)
+        .await
+        .unwrap()
+        .expect("created");
+    assert_eq!(store.swap_checkpoint(&first, None).await.unwrap(), None);
+    let second = checkpoint("0", Some("200"), Some(2));
+    let swapped = store
+        .swap_checkpoint(&second, Some(&created))
+        .await
+        .unwrap()
+        .expect("swapped");
+    // An unconditional write, as the SDK processors make, moves the ETag on.
+    store
+        .update_checkpoint(&checkpoint("0", Some("300"), Some(3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .swap_checkpoint(&second, Some(&swapped))
+            .await
+            .unwrap(),
+        None
+    );
+    let versions = store.list_checkpoint_versions().await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].0.sequence_number, Some(3));
+    let properties = container.get_properties(blob).await.unwrap().unwrap();
+    assert_eq!(properties.etag, versions[0].1);
+
+    let mut named = checkpoint("0", Some("400"), Some(4));
+    named.committed_in = first.committed_in.clone();
+    store
+        .swap_checkpoint(&named, Some(&versions[0].1))
+        .await
+        .unwrap()
+        .expect("swapped");
+    let metadata = container
+        .get_properties(blob)
+        .await
+        .unwrap()
+        .unwrap()
+        .metadata;
+    assert_eq!(metadata["offset"], "400");
+    assert_eq!(metadata["sequencenumber"], "4");
+    assert_eq!(
+        metadata["hubcapcommitted"],
+        "ns/hub1/0/2026/12/02/01%2000.avro"
+    );
+    assert_eq!(
+        store.list_checkpoints().await.unwrap()[0].committed_in,
+        first.committed_in
+    );
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azurite::Azurite;
+use hubcap::checkpoint::CommitRecord;
 use hubcap::eventhubs::{EventBody, ReceivedEvent};
 use hubcap::secret::Secret;
 use hubcap::sink::blob::BlobSinkSettings;
@@ -437,4 +438,147 @@ async fn avro_file_drops_a_window_whose_staging_file_vanished() {
         .unwrap()
         .expect("the re-read window commits");
     assert_eq!(subject.committed().await, vec![(0..5).collect::<Vec<_>>()]);
+}
+
+/// A staging file whose writer is alive is not a dead run's: a second writer starting on the
+/// partition (a new owner sharing the directory) leaves it, and the first can still commit.
+#[tokio::test]
+async fn avro_file_keeps_a_live_writers_staging_when_another_writer_starts() {
+    let subject = Subject::file();
+    let mut first = subject.open(NEVER);
+    first.append(&events(0..5)).await.unwrap();
+    let _second = subject.open(NEVER);
+    assert_eq!(
+        subject.staging(),
+        1,
+        "the live window's staging file is kept"
+    );
+    first.flush().await.unwrap().expect("committed");
+    assert_eq!(subject.committed().await, vec![(0..5).collect::<Vec<_>>()]);
+}
+
+fn record_of(window: &hubcap::sink::CommittedWindow) -> CommitRecord {
+    CommitRecord {
+        first_sequence_number: window.first_sequence_number.unwrap(),
+        last_sequence_number: window.last_sequence_number.unwrap(),
+        name: window.name.clone().expect("a named window"),
+    }
+}
+
+/// A window reproduced from its commit record after another writer already committed it (the
+/// new owner of a partition whose previous owner died between commit and checkpoint): it ends
+/// at the record's last event, finds its name holding the same events and counts as committed,
+/// without a second copy; the events after it are left for a re-read.
+async fn a_reproduced_window_ends_at_its_record_and_makes_no_second_copy(subject: Subject) {
+    let mut first = subject.open(NEVER);
+    first.append(&events(0..10)).await.unwrap();
+    let committed = first.flush().await.unwrap().expect("committed");
+    let record = record_of(&committed);
+
+    let mut next = subject.open(NEVER);
+    next.resume(record.clone());
+    let again = next
+        .append(&events(0..15))
+        .await
+        .unwrap()
+        .expect("the reproduced window closes at its record's last event");
+    assert_eq!(record_of(&again), record);
+    assert_eq!(
+        next.take_reread(),
+        Some(10),
+        "events after the window are read again"
+    );
+    assert_eq!(subject.committed().await, vec![(0..10).collect::<Vec<_>>()]);
+}
+
+/// A reproduced window short of its record's last event is never committed (a shorter file
+/// under the name would hide the rest of the window from the other writer).
+async fn an_incomplete_reproduction_is_not_committed(subject: Subject) {
+    let mut sink = subject.open(NEVER);
+    sink.resume(CommitRecord {
+        first_sequence_number: 0,
+        last_sequence_number: 9,
+        name: "hub/p3/recorded.avro".into(),
+    });
+    assert_eq!(sink.append(&events(0..5)).await.unwrap(), None);
+    assert_eq!(sink.tick().await.unwrap(), None, "no age or size closes it");
+    assert_eq!(sink.flush().await.unwrap(), None, "dropped, not committed");
+    assert_eq!(subject.objects().await, 0);
+    // Read again, it is reproduced again, and commits once complete.
+    sink.append(&events(0..10))
+        .await
+        .unwrap()
+        .expect("complete now");
+    assert_eq!(subject.committed().await, vec![(0..10).collect::<Vec<_>>()]);
+}
+
+/// A recorded name that holds other events (another writer sharing the archive) is never
+/// counted as this window's: the window is committed under another name.
+async fn a_recorded_name_holding_other_events_is_not_this_window(subject: Subject) {
+    let name = "hub/p3/shared.avro";
+    let mut other = subject.open(NEVER);
+    other.resume(CommitRecord {
+        first_sequence_number: 50,
+        last_sequence_number: 54,
+        name: name.into(),
+    });
+    other
+        .append(&events(50..55))
+        .await
+        .unwrap()
+        .expect("committed");
+
+    let mut sink = subject.open(NEVER);
+    sink.resume(CommitRecord {
+        first_sequence_number: 0,
+        last_sequence_number: 4,
+        name: name.into(),
+    });
+    let committed = match sink.append(&events(0..5)).await {
+        Ok(Some(window)) => window,
+        // A blob's blocks were staged under the taken name: it is read again under a new one.
+        Err(SinkError::WindowDropped { reread_from: 0, .. }) => {
+            sink.append(&events(0..5)).await.unwrap();
+            sink.flush()
+                .await
+                .unwrap()
+                .expect("committed under a new name")
+        }
+        other => panic!("expected a commit or a re-read, got {other:?}"),
+    };
+    assert_ne!(committed.name.as_deref(), Some(name));
+    assert_eq!(
+        subject.committed().await,
+        vec![(0..5).collect::<Vec<_>>(), (50..55).collect::<Vec<_>>()]
+    );
+}
+
+macro_rules! named_sinks {
+    ($sink:ident, $subject:expr) => {
+        mod $sink {
+            use super::*;
+
+            #[tokio::test]
+            async fn a_reproduced_window_ends_at_its_record_and_makes_no_second_copy() {
+                super::a_reproduced_window_ends_at_its_record_and_makes_no_second_copy($subject)
+                    .await
+            }
+
+            #[tokio::test]
+            async fn an_incomplete_reproduction_is_not_committed() {
+                super::an_incomplete_reproduction_is_not_committed($subject).await
+            }
+
+            #[tokio::test]
+            async fn a_recorded_name_holding_other_events_is_not_this_window() {
+                super::a_recorded_name_holding_other_events_is_not_this_window($subject).await
+            }
+        }
+    };
+}
+
+mod exactly_once {
+    use super::*;
+    named_sinks!(avro_file, Subject::file());
+    named_sinks!(avro_blob, Subject::blob().await);
 }

@@ -12,7 +12,8 @@
 //! - claim without a version: Put Blob (empty) `{ownerid}` + `If-None-Match: *`; 409 or 412 =
 //!   lost. Never Set Blob Metadata with `If-None-Match: *`: Azurite ignores that condition;
 //! - checkpoint: Set Blob Metadata `{offset, sequencenumber}` unconditionally, and Put Blob if
-//!   the blob does not exist yet. An absent value is written as `""`, as .NET does, so every
+//!   the blob does not exist yet (hubcap's pipeline uses the conditional form instead: `If-Match`
+//!   on the ETag it last saw, or Put Blob with `If-None-Match: *`). An absent value is written as `""`, as .NET does, so every
 //!   reader finds both keys.
 //!
 //! hubcap's own keys (the commit record on ownerships, `hubcapcommitted` on checkpoints) are
@@ -192,7 +193,7 @@ impl CheckpointStore for BlobCheckpointStore {
         }
     }
 
-    async fn list_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+    async fn list_checkpoint_versions(&self) -> Result<Vec<(Checkpoint, String)>, StoreError> {
         let records = self.list(RecordKind::Checkpoint).await?;
         records
             .into_iter()
@@ -211,34 +212,52 @@ impl CheckpointStore for BlobCheckpointStore {
                         })
                     })
                     .transpose()?;
-                Ok(Checkpoint {
+                let checkpoint = Checkpoint {
                     partition_id,
                     offset: value(OFFSET),
                     sequence_number,
                     committed_in: value(COMMITTED_IN).and_then(|name| schema::decode_name(&name)),
-                })
+                };
+                Ok((checkpoint, item.etag.clone()))
             })
             .collect()
     }
 
+    /// Set Blob Metadata with `If-Match`, or Put Blob with `If-None-Match: *` for a record that
+    /// should not exist yet; 412, 409 or 404 = changed by another writer.
+    async fn swap_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        expected: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let name = self.record_name(RecordKind::Checkpoint, &checkpoint.partition_id)?;
+        let metadata = checkpoint_metadata(checkpoint);
+        let written = match expected {
+            Some(etag) => {
+                self.container
+                    .set_metadata(&name, &metadata, Condition::IfMatch(etag.to_owned()))
+                    .await
+            }
+            None => {
+                self.container
+                    .upload_empty(&name, &metadata, Condition::IfNoneMatchAny)
+                    .await
+            }
+        };
+        match written {
+            Ok(written) => Ok(Some(written.etag)),
+            Err(
+                StorageError::ConditionNotMet { .. }
+                | StorageError::AlreadyExists { .. }
+                | StorageError::NotFound { .. },
+            ) => Ok(None),
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
     async fn update_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let name = self.record_name(RecordKind::Checkpoint, &checkpoint.partition_id)?;
-        let mut metadata = HashMap::from([
-            (
-                OFFSET.to_owned(),
-                checkpoint.offset.clone().unwrap_or_default(),
-            ),
-            (
-                SEQUENCE_NUMBER.to_owned(),
-                checkpoint
-                    .sequence_number
-                    .map(|number| number.to_string())
-                    .unwrap_or_default(),
-            ),
-        ]);
-        if let Some(name) = &checkpoint.committed_in {
-            metadata.insert(COMMITTED_IN.to_owned(), schema::encode_name(name));
-        }
+        let metadata = checkpoint_metadata(checkpoint);
         match self
             .container
             .set_metadata(&name, &metadata, Condition::None)
@@ -254,6 +273,28 @@ impl CheckpointStore for BlobCheckpointStore {
             Err(err) => Err(store_error(err)),
         }
     }
+}
+
+/// A checkpoint's metadata: the SDKs' keys (an absent value as `""`, as .NET writes it, so every
+/// reader finds both) and hubcap's.
+fn checkpoint_metadata(checkpoint: &Checkpoint) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([
+        (
+            OFFSET.to_owned(),
+            checkpoint.offset.clone().unwrap_or_default(),
+        ),
+        (
+            SEQUENCE_NUMBER.to_owned(),
+            checkpoint
+                .sequence_number
+                .map(|number| number.to_string())
+                .unwrap_or_default(),
+        ),
+    ]);
+    if let Some(name) = &checkpoint.committed_in {
+        metadata.insert(COMMITTED_IN.to_owned(), schema::encode_name(name));
+    }
+    metadata
 }
 
 /// Transient storage failures are worth retrying; everything else needs a person.

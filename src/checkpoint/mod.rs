@@ -4,8 +4,10 @@
 //! and `.../checkpoint/<id>`; an ownership holds `ownerid` (`""` = released), a checkpoint holds
 //! `offset` and `sequencenumber`. Every ownership write is a compare-and-swap on the record's
 //! version (a blob ETag, a file generation), which is what keeps two instances from owning one
-//! partition. Checkpoint writes are unconditional here: the pipeline fences them by renewing its
-//! ownership (a compare-and-swap) immediately before, under the partition's ownership lock.
+//! partition. The pipeline fences its checkpoint writes by renewing its ownership (a
+//! compare-and-swap) immediately before, under the partition's ownership lock, and writes them
+//! as a compare-and-swap on the checkpoint's own version too ([`CheckpointStore::swap_checkpoint`]),
+//! so a writer paused between the two cannot move a newer owner's checkpoint back.
 //!
 //! hubcap adds a few keys of its own (the exactly-once commit protocol's records, see
 //! [`schema`]); the SDKs ignore keys they do not know, and drop them when they write a record.
@@ -160,7 +162,29 @@ pub trait CheckpointStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Ownership>, StoreError>> + Send;
 
     /// Every checkpoint record of the scope.
-    fn list_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send;
+    fn list_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send {
+        async {
+            let versioned = self.list_checkpoint_versions().await?;
+            Ok(versioned
+                .into_iter()
+                .map(|(checkpoint, _)| checkpoint)
+                .collect())
+        }
+    }
+
+    /// Every checkpoint record of the scope with its version (for [`Self::swap_checkpoint`]).
+    fn list_checkpoint_versions(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(Checkpoint, String)>, StoreError>> + Send;
+
+    /// Writes a checkpoint only if its record is still at `expected` (the version this writer
+    /// last saw; `None`: the record must not exist yet). Returns the new version, or `None` when
+    /// another writer changed the record first.
+    fn swap_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        expected: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
     /// Writes a checkpoint (creating the record if needed), durably before returning.
     fn update_checkpoint(
@@ -194,10 +218,21 @@ impl CheckpointStore for Store {
         }
     }
 
-    async fn list_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+    async fn list_checkpoint_versions(&self) -> Result<Vec<(Checkpoint, String)>, StoreError> {
         match self {
-            Store::File(store) => store.list_checkpoints().await,
-            Store::Blob(store) => store.list_checkpoints().await,
+            Store::File(store) => store.list_checkpoint_versions().await,
+            Store::Blob(store) => store.list_checkpoint_versions().await,
+        }
+    }
+
+    async fn swap_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        expected: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::File(store) => store.swap_checkpoint(checkpoint, expected).await,
+            Store::Blob(store) => store.swap_checkpoint(checkpoint, expected).await,
         }
     }
 

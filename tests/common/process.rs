@@ -114,22 +114,38 @@ impl Hubcap {
     /// Writes `config` into `work` and starts the real binary on it; `name` labels the run in
     /// failure output and names its config file.
     pub fn start(name: &str, work: &Workdir, config: &HubcapConfig) -> Self {
+        Self::start_with_env(name, work, config, &[])
+    }
+
+    /// [`Hubcap::start`] with extra environment variables (e.g. the `HUBCAP_TEST_CRASH` hook).
+    pub fn start_with_env(
+        name: &str,
+        work: &Workdir,
+        config: &HubcapConfig,
+        env: &[(&str, &str)],
+    ) -> Self {
         let file_name = format!("{}.toml", name.replace(|c: char| !c.is_alphanumeric(), "-"));
         let path = work.write_config(&file_name, config);
         let delivery = match config.archive() {
             Some(root) => Delivery::Archive(Archive::from_now(root)),
             None => Delivery::Stdout,
         };
-        Self::spawn(name, &path, delivery)
+        Self::spawn(name, &path, delivery, env)
     }
 
-    fn spawn(name: &str, config: &std::path::Path, delivery: Delivery) -> Self {
+    fn spawn(
+        name: &str,
+        config: &std::path::Path,
+        delivery: Delivery,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hubcap"))
             .arg("run")
             .arg("--config")
             .arg(config)
             .env_remove("RUST_LOG")
             .env_remove("HUBCAP_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -297,6 +313,22 @@ impl Hubcap {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    /// SIGCONT: resume a stopped process.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Whether the process is stopped (SIGSTOP), from `/proc/<pid>/stat`.
+    pub fn is_stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|stat| {
+                let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                Some(state == 'T' || state == 't')
+            })
+            .unwrap_or(false)
     }
 
     /// SIGTERM: drain and exit.

@@ -18,6 +18,17 @@ pub struct OwnershipRecord {
     pub ownerid: String,
     pub version: u64,
     pub last_modified_unix_ms: u64,
+    /// The window being committed, as hubcap records it.
+    #[serde(default)]
+    pub hubcapcommit: Option<CommitRecord>,
+}
+
+/// hubcap's commit record in an ownership.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CommitRecord {
+    pub first_sequence_number: i64,
+    pub last_sequence_number: i64,
+    pub name: String,
 }
 
 /// A checkpoint record of the file store.
@@ -25,6 +36,9 @@ pub struct OwnershipRecord {
 pub struct CheckpointRecord {
     pub offset: Option<String>,
     pub sequencenumber: Option<i64>,
+    /// The archive file the checkpointed event is in.
+    #[serde(default)]
+    pub hubcapcommitted: Option<String>,
 }
 
 /// Reads the file store's records of the test hub, as hubcap names them:

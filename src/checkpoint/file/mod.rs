@@ -5,7 +5,7 @@
 //! `<root>/myns.servicebus.windows.net/hub/$default/ownership/0` is partition 0's ownership. Each
 //! record is a small JSON file with the SDKs' metadata key names:
 //! ownership `{"ownerid": "...", "version": N, "last_modified_unix_ms": T}`, checkpoint
-//! `{"offset": "..."|null, "sequencenumber": N|null}`, plus hubcap's commit records
+//! `{"offset": "..."|null, "sequencenumber": N|null, "version": N}`, plus hubcap's commit records
 //! ([`crate::checkpoint::schema`]): `hubcapcommit` on ownerships, `hubcapcommitted` on
 //! checkpoints.
 //!
@@ -91,6 +91,10 @@ struct CheckpointRecord {
     /// The archive file or blob holding that event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hubcapcommitted: Option<String>,
+    /// Generation counter for compare-and-swap writes: one more on every write (0 in records
+    /// older hubcap versions wrote).
+    #[serde(default)]
+    version: u64,
 }
 
 impl FileCheckpointStore {
@@ -160,37 +164,47 @@ impl CheckpointStore for FileCheckpointStore {
         self.blocking(move |layout| layout.claim_all(&claims)).await
     }
 
-    async fn list_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+    async fn list_checkpoint_versions(&self) -> Result<Vec<(Checkpoint, String)>, StoreError> {
         self.blocking(|layout| {
             let records = layout.read_records(RecordKind::Checkpoint)?;
             records
                 .into_iter()
                 .map(|(partition_id, path, bytes)| {
                     let record: CheckpointRecord = decode(&path, &bytes)?;
-                    Ok(Checkpoint {
-                        partition_id,
-                        offset: record.offset,
-                        sequence_number: record.sequencenumber,
-                        committed_in: record.hubcapcommitted,
-                    })
+                    let version = record.version.to_string();
+                    Ok((record.into_checkpoint(partition_id), version))
                 })
                 .collect()
         })
         .await
     }
 
+    async fn swap_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        expected: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let checkpoint = checkpoint.clone();
+        let expected = expected.map(str::to_owned);
+        self.blocking(move |layout| layout.write_checkpoint(&checkpoint, Some(expected.as_deref())))
+            .await
+    }
+
     async fn update_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let checkpoint = checkpoint.clone();
-        self.blocking(move |layout| {
-            let path = layout.record_path(RecordKind::Checkpoint, &checkpoint.partition_id)?;
-            let record = CheckpointRecord {
-                offset: checkpoint.offset,
-                sequencenumber: checkpoint.sequence_number,
-                hubcapcommitted: checkpoint.committed_in,
-            };
-            write_atomically(&path, &encode(&path, &record)?)
-        })
-        .await
+        self.blocking(move |layout| layout.write_checkpoint(&checkpoint, None).map(drop))
+            .await
+    }
+}
+
+impl CheckpointRecord {
+    fn into_checkpoint(self, partition_id: String) -> Checkpoint {
+        Checkpoint {
+            partition_id,
+            offset: self.offset,
+            sequence_number: self.sequencenumber,
+            committed_in: self.hubcapcommitted,
+        }
     }
 }
 
@@ -288,6 +302,44 @@ impl Layout {
             }
         }
         Ok(won)
+    }
+}
+
+impl Layout {
+    /// Writes a checkpoint under the checkpoint directory's lock, one generation past the
+    /// record's. `condition`: `None` writes unconditionally; `Some(None)` only if no record
+    /// exists; `Some(Some(v))` only if the record is at generation `v`. Returns the new
+    /// generation, or `None` when the condition failed.
+    fn write_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        condition: Option<Option<&str>>,
+    ) -> Result<Option<String>, StoreError> {
+        let path = self.record_path(RecordKind::Checkpoint, &checkpoint.partition_id)?;
+        let lock = ClaimLock::open(&self.dir(RecordKind::Checkpoint).join(LOCK_FILE))?;
+        let _held = lock.acquire()?;
+        let current = match fs::read(&path) {
+            Ok(bytes) => Some(decode::<CheckpointRecord>(&path, &bytes)?.version),
+            Err(err) if err.kind() == ErrorKind::NotFound => None,
+            Err(err) => return Err(io_failure(format_args!("reading {}", path.display()), err)),
+        };
+        let matches = match condition {
+            None => true,
+            Some(None) => current.is_none(),
+            Some(Some(expected)) => current.is_some_and(|v| v.to_string() == expected),
+        };
+        if !matches {
+            return Ok(None);
+        }
+        let version = current.unwrap_or(0).saturating_add(1);
+        let record = CheckpointRecord {
+            offset: checkpoint.offset.clone(),
+            sequencenumber: checkpoint.sequence_number,
+            hubcapcommitted: checkpoint.committed_in.clone(),
+            version,
+        };
+        write_atomically(&path, &encode(&path, &record)?)?;
+        Ok(Some(version.to_string()))
     }
 }
 

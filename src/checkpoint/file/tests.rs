@@ -197,7 +197,7 @@ async fn records_are_json_files_with_the_sdk_key_names() {
     let stored: serde_json::Value = serde_json::from_slice(&stored).unwrap();
     assert_eq!(
         stored,
-        serde_json::json!({"offset": "4096", "sequencenumber": 17})
+        serde_json::json!({"offset": "4096", "sequencenumber": 17, "version": 1})
     );
 }
 
@@ -577,4 +577,79 @@ fn contender_process_entry() {
             }
         }
     });
+}
+
+fn checkpoint_at(sequence_number: i64) -> Checkpoint {
+    Checkpoint {
+        partition_id: "0".into(),
+        offset: Some(format!("{}", sequence_number * 100)),
+        sequence_number: Some(sequence_number),
+        committed_in: Some(format!("hub/0/{sequence_number}.avro")),
+    }
+}
+
+#[tokio::test]
+async fn checkpoint_swaps_create_once_match_versions_and_see_unconditional_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let created = store
+        .swap_checkpoint(&checkpoint_at(1), None)
+        .await
+        .unwrap();
+    assert_eq!(created.as_deref(), Some("1"));
+    assert_eq!(
+        store
+            .swap_checkpoint(&checkpoint_at(2), None)
+            .await
+            .unwrap(),
+        None,
+        "a create loses to an existing record"
+    );
+    let swapped = store
+        .swap_checkpoint(&checkpoint_at(2), Some("1"))
+        .await
+        .unwrap();
+    assert_eq!(swapped.as_deref(), Some("2"));
+    // An unconditional write (an older hubcap, a tool) moves the version on too.
+    store.update_checkpoint(&checkpoint_at(3)).await.unwrap();
+    assert_eq!(
+        store
+            .swap_checkpoint(&checkpoint_at(4), Some("2"))
+            .await
+            .unwrap(),
+        None
+    );
+    let listed = store.list_checkpoint_versions().await.unwrap();
+    assert_eq!(listed, [(checkpoint_at(3), "3".to_owned())]);
+    // The record keeps hubcap's key next to the SDKs' and stays readable by name.
+    let text = fs::read_to_string(checkpoint_dir(dir.path()).join("0")).unwrap();
+    assert!(
+        text.contains("\"hubcapcommitted\":\"hub/0/3.avro\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_commit_record_is_kept_by_claims_that_carry_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let record = CommitRecord {
+        first_sequence_number: 5,
+        last_sequence_number: 9,
+        name: "hub/0/w.avro".into(),
+    };
+    let mut with_record = claim("0", "a", None);
+    with_record.commit = Some(record.clone());
+    let won = store.claim_ownership(&[with_record]).await.unwrap();
+    assert_eq!(won[0].commit.as_ref(), Some(&record));
+    assert_eq!(
+        store.list_ownership().await.unwrap()[0].commit,
+        Some(record)
+    );
+    // A claim without it (an SDK processor's, or an older hubcap's) drops it.
+    store
+        .claim_ownership(&[claim("0", "b", Some(&won[0].version))])
+        .await
+        .unwrap();
+    assert_eq!(store.list_ownership().await.unwrap()[0].commit, None);
 }
