@@ -390,12 +390,12 @@ fn verify(
         ExitCode::from(2)
     };
     enum Target<'a> {
-        Config(config::Config),
+        Config(Box<config::Config>),
         Dir(&'a std::path::Path, hubcap::sink::path_format::PathFormat),
     }
     let target = match (config, dir) {
         (Some(path), _) => match config::load(path) {
-            Ok(config) => Target::Config(config),
+            Ok(config) => Target::Config(Box::new(config)),
             Err(errors) => {
                 eprintln!("{errors}");
                 return ExitCode::from(2);
