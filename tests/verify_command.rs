@@ -200,6 +200,7 @@ impl ArchiveCopy {
             partition_id: partition_id.into(),
             offset: Some((sequence_number * 1000).to_string()),
             sequence_number: Some(sequence_number),
+            committed_in: None,
         };
         // The tests that call this are plain `#[test]`s: no runtime around them.
         tokio::runtime::Builder::new_current_thread()

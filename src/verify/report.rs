@@ -382,6 +382,7 @@ mod tests {
             partition_id: partition.to_owned(),
             offset: Some((sequence_number * 10).to_string()),
             sequence_number: Some(sequence_number),
+            committed_in: None,
         }
     }
 
