@@ -13,11 +13,13 @@ of faults, a producer that keeps a ledger of what it sent, and the readers that 
   (paused until their ownership expired and was taken, then SIGCONT), emulator connection drops
   and link detaches, Azurite outages (stopped and started again on the same port and data
   directory). Zombies and outages get time slots of their own so they never overlap.
-- `LedgerProducer`: the official SDK's `EventHubProducerClient` (no SDK retries, so an event is
-  in the hub at most once) sends to every partition at a steady rate; each event carries a unique
-  id (property `chaos_id`). A send that returned is *acknowledged*; one that raised is
-  *uncertain* (it may or may not be in the hub): excluded from what must be archived, still
-  counted for duplicates.
+- `LedgerProducer`: the official SDK's `EventHubProducerClient` (retry_total=0) sends to every
+  partition at a steady rate; each event carries a unique id (property `chaos_id`). A send that
+  returned is *acknowledged*; one that raised is *uncertain* (it may or may not be in the hub):
+  excluded from what must be archived, still counted for duplicates. The SDK may still put a
+  batch into the hub twice (it sends its in-flight batch again after a connection drop), so the
+  hub is read back at the end (`read_hub`, its own consumer group): an id the hub holds at two
+  sequence numbers is rightly archived twice, and counted, not failed.
 - `Fleet`: the instances (same owner id across restarts), each incarnation with its own stderr
   file of JSON logs; exits are classified (our kill -9, the crash hook by its stderr line,
   SIGTERM drain, anything else) and killed instances restart after a seeded delay.
@@ -47,7 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import fastavro
-from azure.eventhub import EventData, EventHubProducerClient
+from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
 from azure.storage.blob import ContainerClient
 
 from balancing_support import BlobRecords, active_owners, hub_last_sequence_numbers
@@ -58,6 +60,9 @@ HUB = "hub1"
 CONSUMER_GROUP = "$Default"
 CHECKPOINT_CONTAINER = "checkpoints"
 CAPTURE_CONTAINER = "capture"
+# The consumer group that reads the hub back at the end (hubcap's epoch-0 receivers in $Default
+# would refuse a reader without an epoch).
+REFERENCE_CONSUMER_GROUP = "chaos-reference"
 OWNERS = ("chaos-a", "chaos-b", "chaos-c")
 HOOK_LINE = "test crash hook: "  # + "after_commit" / "after_record"
 HOOK_KINDS = ("after_commit", "after_record")
@@ -69,10 +74,11 @@ TICK_S = 0.05
 # A random kill -9 hits an incarnation at least this old (younger ones have not connected yet:
 # killing them tests nothing), or, armed with a crash hook, this old (its chance to crash there).
 KILL_MIN_AGE_S = 0.5
-ARMED_GRACE_S = 5.0
-# SIGTERM and SIGSTOP go to incarnations that are up: before hubcap installs its signal handlers
-# a SIGTERM just ends it (-15), which would be noise, not a drain.
-TERM_MIN_AGE_S = 2.0
+ARMED_GRACE_S = 4.0
+# SIGTERM and SIGSTOP go to incarnations that are up and have logged: hubcap installs its signal
+# handlers as its runtime starts, before its first log line; a SIGTERM before that just ends it
+# (-15), which would be noise, not a drain.
+TERM_MIN_AGE_S = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,7 +571,7 @@ class Fleet:
 
     # ---- faults
 
-    def eligible(self, armed_grace: Optional[float], min_age: float) -> list[Member]:
+    def eligible(self, armed_grace: Optional[float], min_age: float, need_log: bool = False) -> list[Member]:
         """Running members whose incarnation is at least `min_age` old (and, armed with a crash
         hook, `armed_grace` old: it gets the chance to reach its crash point)."""
         now = time.monotonic()
@@ -575,6 +581,8 @@ class Fleet:
                 continue
             inc = member.current
             if inc is None or inc.process.poll() is not None or now - inc.started < min_age:
+                continue
+            if need_log and not has_logged(inc):
                 continue
             if armed_grace is not None and inc.crash and now - inc.started < armed_grace:
                 continue
@@ -600,7 +608,7 @@ class Fleet:
         return member.current.name
 
     def terminate(self, hint: int) -> Optional[str]:
-        member = self.pick(hint, self.eligible(armed_grace=None, min_age=TERM_MIN_AGE_S))
+        member = self.pick(hint, self.eligible(armed_grace=None, min_age=TERM_MIN_AGE_S, need_log=True))
         if member is None:
             return None
         self._signal(member.current, signal.SIGTERM)
@@ -612,7 +620,7 @@ class Fleet:
         owners = records.active()
         if owners is None:
             return None
-        candidates = self.eligible(armed_grace=None, min_age=TERM_MIN_AGE_S)
+        candidates = self.eligible(armed_grace=None, min_age=TERM_MIN_AGE_S, need_log=True)
         holding = {m.owner: sorted((p for p, o in owners.items() if o == m.owner), key=int) for m in candidates}
         candidates = [m for m in candidates if holding[m.owner]]
         if not candidates:
@@ -871,6 +879,13 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def has_logged(inc: "Incarnation") -> bool:
+    try:
+        return inc.stderr_path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def read_text(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
@@ -1061,7 +1076,8 @@ def run_chaos(
         fleet.start_all()
         run.producer.start()
         origin = time.monotonic()
-        pending = [(a.at, 0, a) for a in schedule]  # (when, attempts so far, action)
+        # (when, attempts so far, action, added by the extension)
+        pending: list[tuple[float, int, Action, bool]] = [(a.at, 0, a, False) for a in schedule]
 
         def execute(action: Action) -> bool:
             """True when done; False to try again a moment later (no eligible target now)."""
@@ -1100,11 +1116,11 @@ def run_chaos(
             return True
 
         retries = {"kill": (0.3, 20), "term": (0.5, 10), "zombie": (1.0, 20), "outage": (1.0, 30)}
-        next_extra = 0.0
+        next_extra: collections.Counter = collections.Counter()  # kind -> earliest next extension action
         while True:
             now = time.monotonic() - origin
             while pending and pending[0][0] <= now:
-                at, attempts, action = pending.pop(0)
+                at, attempts, action, extra = pending.pop(0)
                 try:
                     done = execute(action)
                 except Exception as err:  # noqa: BLE001 - an admin call that failed is noted, not fatal
@@ -1115,14 +1131,15 @@ def run_chaos(
                 else:
                     step, limit = retries.get(action.kind, (0.5, 0))
                     if attempts < limit:
-                        pending.append((now + step, attempts + 1, action))
+                        pending.append((now + step, attempts + 1, action, extra))
                         pending.sort(key=lambda item: item[0])
                     else:
                         run.skipped[action.kind] += 1
                         fleet.note(f"{action.kind} skipped: no eligible target")
             outage.tick()
             fleet.tick(reader)
-            if not pending and now >= settings.duration_s and not outage.busy():
+            scheduled_left = any(not extra for *_, extra in pending)
+            if not scheduled_left and now >= settings.duration_s and not outage.busy():
                 short = shortfalls(run)
                 if not short:
                     break
@@ -1138,12 +1155,16 @@ def run_chaos(
                     fleet.want_hook = "after_record"
                 else:
                     fleet.want_hook = None
-                if "kill9" in short and now >= next_extra:
-                    target = fleet.kill(extra_rng.randrange(len(OWNERS)))
-                    if target:
-                        run.executed["kill"] += 1
-                        fleet.note(f"kill -9 {target} (extension)")
-                    next_extra = now + extra_rng.uniform(0.8, 2.0)
+                # Short of a fault that needs a target (none was eligible when its time came):
+                # one more of it, one at a time.
+                for need, kind in (("kill9", "kill"), ("term", "term"), ("zombie", "zombie")):
+                    waiting = any(extra and a.kind == kind for _, _, a, extra in pending)
+                    if need in short and not waiting and now >= next_extra[kind]:
+                        params = (round(extra_rng.uniform(0.0, 3.0), 2),) if kind == "zombie" else ()
+                        pending.append((now, 0, Action(now, kind, extra_rng.randrange(len(OWNERS)), params), True))
+                        pending.sort(key=lambda item: item[0])
+                        next_extra[kind] = now + extra_rng.uniform(0.8, 2.0)
+                        fleet.note(f"extension: one more {kind} ({short[need]})")
             time.sleep(TICK_S)
         run.timings["faults_s"] = time.monotonic() - origin
 
@@ -1197,7 +1218,7 @@ def run_chaos(
         checkpoints = reader.checkpoints()
         if checkpoints is not None:
             run.checkpoints = checkpoints
-        run.zombies_taken = sum("taken over" in e and "NOT" not in e for e in fleet.events)
+        run.zombies_taken = zombies_taken(fleet)
     finally:
         run.producer.halt(timeout=30)
         outage.finish()
@@ -1212,12 +1233,20 @@ def run_chaos(
     return run
 
 
+def zombies_taken(fleet: Fleet) -> int:
+    return sum(1 for e in fleet.events if "were taken over" in e)
+
+
 def shortfalls(run: ChaosRun) -> dict[str, str]:
     counts = run.fleet.counts()
+    counts["term"] = run.executed["term"]
+    counts["zombie"] = zombies_taken(run.fleet)
     wanted = {
         "kill9": run.settings.min_kills,
         "hook_after_commit": run.settings.min_hook_commit,
         "hook_after_record": run.settings.min_hook_record,
+        "term": run.settings.min_sigterms,
+        "zombie": run.settings.zombies,
     }
     return {kind: f"{counts[kind]} < {need}" for kind, need in wanted.items() if counts[kind] < need}
 
@@ -1370,28 +1399,118 @@ def judge_verify(run: ChaosRun, verify: VerifyResult) -> list[Finding]:
     return findings
 
 
-def judge_ledger(run: ChaosRun, archive: Archive) -> tuple[list[Finding], dict]:
+def suspect_positions(archive: "Archive") -> dict[str, tuple[int, int]]:
+    """partition -> (first, last) sequence numbers to read back from the hub: where an id is
+    archived at more than one sequence number (the producer may have put it into the hub twice,
+    or the archive holds an event at the wrong number; only the hub can tell)."""
+    spans: dict[str, tuple[int, int]] = {}
+    for where in archive.ids.values():
+        if len({(pid, seq) for _, pid, seq in where}) < 2:
+            continue
+        for _, pid, seq in where:
+            first, last = spans.get(pid, (seq, seq))
+            spans[pid] = (min(first, seq), max(last, seq))
+    return spans
+
+
+def read_hub(
+    emulator: Emulator, spans: dict[str, tuple[int, int]], timeout: float = 120.0
+) -> tuple[dict[tuple[str, int], Optional[int]], Optional[str]]:
+    """What the hub holds in each partition's span, read with the SDK's consumer in its own
+    consumer group: (partition, sequence number) -> chaos id. The second value says why the read
+    is incomplete."""
+    held: dict[tuple[str, int], Optional[int]] = {}
+    problems = []
+    deadline = time.monotonic() + timeout
+    for pid, (first, last) in sorted(spans.items()):
+        lock = threading.Lock()
+        client = EventHubConsumerClient.from_connection_string(
+            emulator.connection_string(), consumer_group=REFERENCE_CONSUMER_GROUP, eventhub_name=HUB,
+            retry_total=5, retry_backoff_factor=0.3,
+        )
+        failure: list[BaseException] = []
+        top = [-1]
+
+        def on_batch(context, events) -> None:
+            with lock:
+                for event in events:
+                    props = event.properties or {}
+                    held[(pid, event.sequence_number)] = props.get(b"chaos_id", props.get("chaos_id"))
+                    top[0] = max(top[0], event.sequence_number)
+
+        def run() -> None:
+            try:
+                client.receive_batch(
+                    on_event_batch=on_batch, partition_id=pid, starting_position=first,
+                    starting_position_inclusive=True, max_batch_size=500, max_wait_time=1,
+                )
+            except BaseException as err:  # noqa: BLE001
+                failure.append(err)
+
+        thread = threading.Thread(target=run, name=f"chaos-hub-reader-{pid}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                with lock:
+                    if top[0] >= last:
+                        break
+                if failure:
+                    problems.append(f"partition {pid}: the SDK consumer raised {failure[0]!r}")
+                    break
+                if time.monotonic() > deadline:
+                    problems.append(f"partition {pid}: {first}..{last} not read within {timeout:.0f} s")
+                    break
+                time.sleep(0.05)
+        finally:
+            client.close()
+            thread.join(timeout=30)
+    return held, ("; ".join(problems) or None)
+
+
+def judge_ledger(
+    run: ChaosRun, archive: Archive, hub: dict[tuple[str, int], Optional[int]], hub_problem: Optional[str]
+) -> tuple[list[Finding], dict]:
+    """(2) The producer's ledger and the hub's own content against the archive.
+
+    What must hold: every sequence number the hub holds (0..last) is archived exactly once;
+    every acknowledged id is archived; no id is archived at more places than the hub holds it.
+    The SDK's producer can put one batch into the hub twice (after a connection drop it sends
+    again what it had in flight, even with retry_total=0): such an id is in the hub at two
+    sequence numbers, and archiving both is right, so where the archive holds an id at two
+    sequence numbers the hub is read back there (`hub`, see `suspect_positions`) and the
+    archive must hold exactly what the hub holds at those numbers."""
     findings = []
     acked, uncertain = run.producer.acked, run.producer.uncertain
     files = archive.files
+    if hub_problem:
+        findings.append(Finding("ledger", f"could not read the hub back: {hub_problem}"))
     unreadable = [f"{f.name}: {f.error}" for f in files if f.error]
     if unreadable:
         findings.append(Finding("ledger", f"{len(unreadable)} archive files do not read whole with fastavro", unreadable))
+
+    hub_ids: dict[int, list[tuple[str, int]]] = collections.defaultdict(list)
+    for (pid, seq), event_id in hub.items():
+        if event_id is not None:
+            hub_ids[event_id].append((pid, seq))
+    # Acknowledged ids: archived at least once; the hub must have them too.
     lost = sorted(i for i in acked if i not in archive.ids)
     if lost:
-        findings.append(Finding("ledger", f"{len(lost)} acknowledged events are in no archive file (lost)", [
-            f"id {i} (partition {acked[i]})" for i in lost[:20]
+        not_in_hub = [i for i in lost if i not in hub_ids]
+        findings.append(Finding("ledger", f"{len(lost)} acknowledged events are in no archive file (lost)"
+                                + (f"; {len(not_in_hub)} of them are not in the hub either" if not_in_hub else ""), [
+            f"id {i} (partition {acked[i]}, in the hub at {hub_ids.get(i) or 'no sequence number'})" for i in lost[:20]
         ] + [f"ids: {compress(lost)}"]))
-    twice = {i: where for i, where in archive.ids.items() if len(where) > 1}
-    if twice:
+    # No id archived more often than the hub holds it.
+    over = {i: where for i, where in archive.ids.items() if len(where) > max(1, len(hub_ids.get(i, ())))}
+    if over:
         details = []
-        for event_id in sorted(twice)[:20]:
-            where = twice[event_id]
+        for event_id in sorted(over)[:20]:
             status = "acked" if event_id in acked else "uncertain" if event_id in uncertain else "unknown"
-            details.append(f"id {event_id} ({status}): " + "; ".join(
-                f"{files[i].name} seq {seq}" for i, _pid, seq in where))
-        findings.append(Finding("ledger", f"{len(twice)} event ids appear more than once in the archive "
-                                          f"({sum(len(w) - 1 for w in twice.values())} extra copies)", details))
+            details.append(f"id {event_id} ({status}, {len(hub_ids.get(event_id, ()))}x in the hub): " + "; ".join(
+                f"{files[i].name} seq {seq}" for i, _pid, seq in over[event_id]))
+        findings.append(Finding("ledger", f"{len(over)} event ids are archived more often than the hub holds them "
+                                          f"({sum(len(w) - max(1, len(hub_ids.get(i, ()))) for i, w in over.items())} "
+                                          f"extra copies)", details))
     unknown = sorted(i for i in archive.ids if i not in acked and i not in uncertain)
     if unknown or archive.no_id:
         findings.append(Finding("ledger", "archive records the producer never sent", [
@@ -1404,7 +1523,8 @@ def judge_ledger(run: ChaosRun, archive: Archive) -> tuple[list[Finding], dict]:
     ]
     if misplaced:
         findings.append(Finding("ledger", f"{len(misplaced)} events archived under the wrong partition", misplaced))
-    # The hub is the truth of what there is to archive: sequence numbers 0..last, each once.
+    # The hub is the truth of what there is to archive: sequence numbers 0..last, each once,
+    # each the event the hub holds there.
     missing_from_hub = {}
     for pid, last in run.hub_last.items():
         gone = [seq for seq in range(last + 1) if (pid, seq) not in archive.positions]
@@ -1419,22 +1539,35 @@ def judge_ledger(run: ChaosRun, archive: Archive) -> tuple[list[Finding], dict]:
               if pid in run.hub_last and seq > run.hub_last[pid]]
     if beyond:
         findings.append(Finding("ledger", "archived sequence numbers the hub never had", beyond[:10]))
-    inconsistent = [
-        f"partition {pid} seq {seq}: ids {sorted({i for _, i in copies}, key=str)} in "
-        f"{[files[f].name for f, _ in copies]}"
-        for (pid, seq), copies in archive.positions.items() if len({i for _, i in copies}) > 1
-    ]
-    if inconsistent:
-        findings.append(Finding("ledger", "copies of one sequence number hold different events", inconsistent))
+    if not hub_problem:
+        different = [
+            f"partition {pid} seq {seq}: the hub holds id {hub.get((pid, seq))}, "
+            + "; ".join(f"{files[f].name} holds id {i}" for f, i in copies if i != hub.get((pid, seq)))
+            for (pid, seq), copies in sorted(archive.positions.items())
+            if (pid, seq) in hub and any(i != hub[(pid, seq)] for _, i in copies)
+        ]
+        if different:
+            findings.append(Finding("ledger", f"{len(different)} archived events differ from what the hub holds at "
+                                              f"their sequence number", different))
     duplicated_positions = {key: copies for key, copies in archive.positions.items() if len(copies) > 1}
+    if duplicated_positions:
+        findings.append(Finding("ledger", f"{len(duplicated_positions)} sequence numbers are archived more than once "
+                                          f"({sum(len(c) - 1 for c in duplicated_positions.values())} extra copies)", [
+            f"partition {pid} seq {seq}: in {[files[f].name for f, _ in copies]}"
+            for (pid, seq), copies in sorted(duplicated_positions.items())[:20]
+        ]))
+    in_hub_twice = {i: w for i, w in hub_ids.items() if len(w) > 1}
     stats = {
         "archived_records": sum(len(f.records) for f in files),
         "archived_distinct": len(archive.positions),
         "duplicate_records": sum(len(c) - 1 for c in duplicated_positions.values()),
-        "duplicate_ids": len(twice),
+        "duplicate_ids": len(over),
         "lost_acked": len(lost),
         "missing_from_hub": sum(len(v) for v in missing_from_hub.values()),
+        "hub_read": len(hub),
+        "producer_duplicates_in_hub": len(in_hub_twice),
     }
+    stats["producer_duplicates_sample"] = [f"id {i} at {w}" for i, w in sorted(in_hub_twice.items())[:5]]
     return findings, stats
 
 

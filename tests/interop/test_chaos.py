@@ -6,9 +6,11 @@ SIGTERM, pauses an owner with SIGSTOP until its ownership expired and was taken 
 the zombie go on (SIGCONT), drops the emulator's connections, detaches its links, and stops
 Azurite for 8-15 s. The official SDK's producer sends to every partition throughout and keeps a
 ledger of every event id it sent. At the end the archive is judged three ways: `hubcap verify`
-must call it exact (no gaps, no duplicates, no checkpoint ahead of the data); the ledger must
-find every acknowledged id exactly once and no id twice; and verify's report must agree with
-what fastavro reads (per partition, and a sample of files field by field).
+must call it exact (no gaps, no duplicates, no checkpoint ahead of the data); the ledger and the
+hub (read back with the SDK) must find every acknowledged id archived, every event of the hub
+archived exactly once and as itself, and no id archived more often than the hub holds it; and
+verify's report must agree with what fastavro reads (per partition, and a sample of files field
+by field with `hubcap cat` and the blobs' metadata).
 
 Run by the README's test command (short form: about 80 s of faults per sink, two sinks):
 
@@ -46,7 +48,10 @@ from chaos_support import (  # noqa: E402
     judge_ledger,
     judge_verify,
     read_blob_archive,
+    REFERENCE_CONSUMER_GROUP,
     read_file_archive,
+    read_hub,
+    suspect_positions,
     run_chaos,
     run_verify,
     summary,
@@ -73,7 +78,7 @@ def test_chaos_archive_holds_every_event_exactly_once(sink_kind, start_emulator,
     print(f"chaos seed {seed} ({sink_kind}; reproduce with {reproduce} bash scripts/test.sh --python-only "
           f"-- -k 'chaos and {sink_kind}'); files in {tmp_path}")
     started = time.monotonic()
-    emulator = start_emulator(hubs={"hub1": settings.partitions})
+    emulator = start_emulator(hubs={"hub1": settings.partitions}, consumer_groups=[REFERENCE_CONSUMER_GROUP])
     run = run_chaos(
         seed=seed, settings=settings, sink_kind=sink_kind, emulator=emulator, azurite=azurite_server,
         workdir=tmp_path,
@@ -85,11 +90,12 @@ def test_chaos_archive_holds_every_event_exactly_once(sink_kind, start_emulator,
     else:
         files = read_blob_archive(azurite_server.connection_string, CAPTURE_CONTAINER, tmp_path / "downloaded")
     archive = Archive.index(files)
+    hub, hub_problem = read_hub(emulator, suspect_positions(archive))
     verify = run_verify(run.config_path)
     (tmp_path / "verify.json").write_text(verify.stdout)
     findings = judge_harness(run)
     findings += judge_verify(run, verify)
-    ledger_findings, stats = judge_ledger(run, archive)
+    ledger_findings, stats = judge_ledger(run, archive, hub, hub_problem)
     findings += ledger_findings
     findings += judge_cross_check(run, archive, verify)
     result = summary(run, stats, verify, len(files))
@@ -104,7 +110,8 @@ def test_chaos_archive_holds_every_event_exactly_once(sink_kind, start_emulator,
         f"{result['detaches']} detaches; {result['events_acked']} events acknowledged "
         f"({result['events_uncertain']} uncertain), {result['hub_events']} in the hub, {result['files']} files, "
         f"{result['archived_records']} archived records, {result['duplicate_records']} duplicate records, "
-        f"{result['lost_acked']} acknowledged lost; verify exit {result['verify_exit']} ok={result['verify_ok']}; "
+        f"{result['lost_acked']} acknowledged lost, {result['producer_duplicates_in_hub']} ids the producer put "
+        f"into the hub twice; verify exit {result['verify_exit']} ok={result['verify_ok']}; "
         f"{result['test_s']:.0f} s"
     )
     print(headline)
