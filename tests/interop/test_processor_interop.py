@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import time
+import urllib.parse
 
 import pytest
 
@@ -417,3 +418,74 @@ def test_hubcap_takes_partitions_from_a_live_python_processor_and_hands_them_bac
         f"hubcap's claim): {handover_duplicates}"
     )
     assert not problems, "\n".join(problems) + f"\n{history}\n{describe_log_events(hubcap)}"
+
+
+def test_python_resumes_from_checkpoints_carrying_hubcaps_commit_records(
+    start_emulator, azurite, start_hubcap, tmp_path
+):
+    """With an Avro archive, hubcap's checkpoints carry `hubcapcommitted` and its ownerships the
+    commit record (`hubcapcommitfirst`/`last`/`name`) beside the SDKs' keys; the official
+    Python processor ignores them and resumes right after hubcap's checkpoints."""
+    emulator = start_emulator(hubs={"hub1": len(PARTITIONS)})
+    container = unique_container("hubcap-records")
+    records = BlobRecords(azurite, container, emulator)
+    producer = StreamingProducer(emulator, PARTITIONS, rate=200).start()
+    archive = tmp_path / "archive"
+    try:
+        hubcap = start_hubcap(
+            balancing_config(
+                emulator,
+                azurite,
+                container,
+                "hubcap-a",
+                strategy="greedy",
+                sink={"type": "avro_file", "path": str(archive)},
+            )
+        )
+        hubcap.wait_for(
+            lambda: all((records.checkpoint_sequence_numbers().get(pid) or -1) >= 60 for pid in PARTITIONS),
+            lambda: f"hubcap's checkpoints past 60\n{records.describe()}",
+            timeout=40,
+        )
+        hubcap.terminate_cleanly()
+        sent_after = producer.total() + 200
+        wait_all([], lambda: producer.total() >= sent_after, "events sent after hubcap stopped", timeout=10)
+    finally:
+        producer.stop()
+    assert not producer.errors, f"the producer failed: {producer.errors[:3]}"
+    hubcap_checkpoints = records.checkpoint_sequence_numbers()
+    # hubcap's keys are there, next to the SDKs'.
+    for pid, blob in records._list("checkpoint"):
+        metadata = blob.metadata or {}
+        assert set(metadata) == {"offset", "sequencenumber", "hubcapcommitted"}, (pid, metadata)
+        committed = archive / urllib.parse.unquote(metadata["hubcapcommitted"])
+        assert committed.is_file(), f"partition {pid}'s checkpoint names {committed}, which is not a file"
+    for pid, blob in records._list("ownership"):
+        metadata = blob.metadata or {}
+        assert {"ownerid", "hubcapcommitfirst", "hubcapcommitlast", "hubcapcommitname"} <= set(metadata), (
+            pid,
+            metadata,
+        )
+        assert int(metadata["hubcapcommitlast"]) == hubcap_checkpoints[pid], (pid, metadata, hubcap_checkpoints)
+
+    last = hub_last_sequence_numbers(emulator, PARTITIONS)
+    processor = SdkProcessor(emulator, azurite, container, checkpoint=lambda event: True, load_balancing_interval=1.0)
+    processor.start()
+    try:
+        processor.wait_for(
+            lambda: all(
+                max((s for p, s in processor.delivered_counts() if p == pid), default=-1) >= last[pid]
+                for pid in PARTITIONS
+            ),
+            lambda: f"the Python processor reading up to {last}; first events {processor.first_sequence_numbers()}",
+            timeout=40,
+        )
+    finally:
+        processor.close()
+    first = processor.first_sequence_numbers()
+    assert first == {pid: hubcap_checkpoints[pid] + 1 for pid in PARTITIONS}, (
+        f"the Python processor's first event per partition {first} is not hubcap's checkpoint + 1"
+    )
+    # The processor's own checkpoints replace the metadata with the SDK's keys only.
+    for pid, blob in records._list("checkpoint"):
+        assert "hubcapcommitted" not in (blob.metadata or {}), (pid, blob.metadata)
