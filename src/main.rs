@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use signal_hook::consts::signal::{SIGINT, SIGTERM};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -109,7 +112,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First: a SIGTERM at any moment from here on is seen (see StartSignals).
+    let signals = StartSignals::install();
     let cli = Cli::parse();
+    // Only `run` and `demo` drain on a signal; every other command ends by it, as it would
+    // with no handler at all.
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+        signals.default_action_from_now();
+    }
     match cli.command {
         Command::CheckConfig { config, connect } => check_config(&config, connect),
         Command::Cat {
@@ -145,7 +155,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => run(&config),
+        Command::Run { config } => run(&config, signals),
         Command::Send {
             config,
             partition_key,
@@ -157,13 +167,16 @@ fn main() -> ExitCode {
             rate,
             partitions,
             window,
-        } => demo(hubcap::demo::DemoOptions {
-            dir,
-            duration: duration.map(std::time::Duration::from_secs),
-            rate,
-            partitions,
-            window: std::time::Duration::from_secs(window),
-        }),
+        } => demo(
+            hubcap::demo::DemoOptions {
+                dir,
+                duration: duration.map(std::time::Duration::from_secs),
+                rate,
+                partitions,
+                window: std::time::Duration::from_secs(window),
+            },
+            signals,
+        ),
     }
 }
 
@@ -181,14 +194,14 @@ fn print_bytes(command: &str, bytes: &[u8]) -> ExitCode {
     }
 }
 
-fn demo(options: hubcap::demo::DemoOptions) -> ExitCode {
+fn demo(options: hubcap::demo::DemoOptions, early: StartSignals) -> ExitCode {
     init_logging(LogFormat::Text, "warn");
     let Some(runtime) = runtime(pool_size()) else {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async {
         let stop = CancellationToken::new();
-        let signals = SignalWatcher::start(stop.clone());
+        let signals = SignalWatcher::start(early, stop.clone());
         let result = hubcap::demo::run(options, stop).await;
         signals.stop().await;
         match result {
@@ -443,7 +456,7 @@ fn verify(
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &std::path::Path, early: StartSignals) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(errors) => {
@@ -452,12 +465,16 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     init_logging(config.log.format, &config.log.level);
+    if early.requested() {
+        info!("{}", hubcap::runtime::STOPPED_BEFORE_STARTING);
+        return ExitCode::SUCCESS;
+    }
     let Some(runtime) = runtime(config.runtime.worker_threads) else {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let signals = SignalWatcher::start(shutdown.clone());
+        let signals = SignalWatcher::start(early, shutdown.clone());
         let result = hubcap::runtime::run(config, shutdown).await;
         signals.stop().await;
         match result {
@@ -474,6 +491,81 @@ fn run(path: &std::path::Path) -> ExitCode {
     })
 }
 
+/// SIGTERM and SIGINT, caught from the first instruction of `main`: before the config is
+/// loaded and before the async runtime (with tokio's signal streams) exists, a signal only sets
+/// a flag, so a signal at any moment of start-up is a clean stop instead of the default action
+/// killing the process. The [`SignalWatcher`] consults the same flag later.
+///
+/// Commands that do not drain arm [`StartSignals::default_action_from_now`]: a signal then ends
+/// them exactly as it would with no handler (and one that came while the command line was
+/// parsed does so at once).
+#[derive(Clone)]
+struct StartSignals {
+    /// Set by every SIGTERM/SIGINT; the watcher takes it ([`StartSignals::take`]).
+    pending: Arc<AtomicBool>,
+    /// The last signal's number, 0 before any.
+    last: Arc<AtomicUsize>,
+    /// Once set, a signal takes its default action at once.
+    default_action: Arc<AtomicBool>,
+    /// Whether every handler was installed; if not, the watcher takes tokio's word alone.
+    installed: bool,
+}
+
+impl StartSignals {
+    fn install() -> Self {
+        let mut signals = Self {
+            pending: Arc::new(AtomicBool::new(false)),
+            last: Arc::new(AtomicUsize::new(0)),
+            default_action: Arc::new(AtomicBool::new(false)),
+            installed: true,
+        };
+        for signal in [SIGTERM, SIGINT] {
+            // The conditional default first: signal-hook runs a signal's actions in the order
+            // they were registered, and tokio's (registered later) after all of these.
+            let installed = signal_hook::flag::register_conditional_default(
+                signal,
+                Arc::clone(&signals.default_action),
+            )
+            .and_then(|_| {
+                signal_hook::flag::register_usize(
+                    signal,
+                    Arc::clone(&signals.last),
+                    usize::try_from(signal).unwrap_or_default(),
+                )
+            })
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&signals.pending)));
+            if let Err(error) = installed {
+                // Logging is not set up yet.
+                eprintln!("hubcap: cannot install the handler of signal {signal}: {error}");
+                signals.installed = false;
+            }
+        }
+        signals
+    }
+
+    /// From now on a signal ends the process by its default action; one that already came
+    /// does so now.
+    fn default_action_from_now(&self) {
+        self.default_action.store(true, Ordering::SeqCst);
+        let last = self.last.load(Ordering::SeqCst);
+        if last != 0 {
+            let signal = i32::try_from(last).unwrap_or(SIGTERM);
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        }
+    }
+
+    /// Whether a signal came at any time since `main` began.
+    fn requested(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether a signal came since the last call: each signal is taken once.
+    fn take(&self) -> bool {
+        self.pending.swap(false, Ordering::SeqCst)
+    }
+}
+
 /// The task that turns SIGTERM/SIGINT into a shutdown, owned by the command that runs it:
 /// stopped and awaited when the command ends, so no task outlives it.
 struct SignalWatcher {
@@ -484,10 +576,11 @@ struct SignalWatcher {
 }
 
 impl SignalWatcher {
-    /// Watches for signals from now on; the first one cancels `shutdown`.
-    fn start(shutdown: CancellationToken) -> Self {
+    /// Watches for signals, including one that came before it started; the first one cancels
+    /// `shutdown`.
+    fn start(signals: StartSignals, shutdown: CancellationToken) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(watch_signals(shutdown, stop.clone()));
+        let task = tokio::spawn(watch_signals(signals, shutdown, stop.clone()));
         Self { stop, task }
     }
 
@@ -499,30 +592,68 @@ impl SignalWatcher {
     }
 }
 
-/// First SIGTERM/SIGINT: drain. Second: exit at once. Returns when `stop` is cancelled.
-async fn watch_signals(shutdown: CancellationToken, stop: CancellationToken) {
+/// First SIGTERM/SIGINT (since `main` began): drain. Second: exit at once. Returns when `stop`
+/// is cancelled.
+async fn watch_signals(
+    signals: StartSignals,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    // tokio's streams only wake this task; what counts is the start-up flag, which a signal
+    // sets before tokio hears of it and which also holds one that came before these existed.
+    let mut wakers = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers; stop with SIGKILL");
-        return;
+    ) {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        _ => {
+            warn!("cannot watch signals with tokio; checking for them every 100 ms");
+            None
+        }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        () = stop.cancelled() => return,
+    if !next_signal(&signals, &mut wakers, &stop).await {
+        return;
     }
     info!("shutdown requested: draining (send the signal again to exit at once)");
     shutdown.cancel();
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        () = stop.cancelled() => return,
+    if !next_signal(&signals, &mut wakers, &stop).await {
+        return;
     }
     warn!("second signal: exiting without draining");
     std::process::exit(130);
+}
+
+/// Waits for the next signal (true) or for `stop` (false).
+async fn next_signal(
+    signals: &StartSignals,
+    wakers: &mut Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    stop: &CancellationToken,
+) -> bool {
+    loop {
+        if signals.take() {
+            return true;
+        }
+        // A wake-up for a signal already taken finds the flag clear and waits again. Without
+        // the start-up handler (it could not be installed), the wake-up is the signal.
+        match wakers {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                    () = stop.cancelled() => return false,
+                }
+                if !signals.installed {
+                    signals.take();
+                    return true;
+                }
+            }
+            None => tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                () = stop.cancelled() => return false,
+            },
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, level: &str) {

@@ -216,32 +216,60 @@ fn namespace_name(config: &Config) -> String {
     host.split('.').next().unwrap_or(host).to_owned()
 }
 
+/// Logged when a shutdown was asked for before the daemon claimed anything.
+pub const STOPPED_BEFORE_STARTING: &str =
+    "stopped before starting: a signal arrived during start-up; nothing was claimed";
+
 /// Runs the daemon until `shutdown` is cancelled and the drain completes, or a fatal error.
-/// The HTTP endpoint starts first and stops last, so probes and scrapes see the drain.
+/// The HTTP endpoint starts first and stops last, so probes and scrapes see the drain. A
+/// shutdown during set-up (the store, the HTTP listener, the sink: each may wait on the
+/// network) ends it there, before anything is claimed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = Arc::new(EventHubClient::new(client_settings(&config)?)?);
-    let store = Arc::new(open_store(&config).await?);
     let metrics = Metrics::new(&config.eventhub.name, &config.eventhub.consumer_group);
     // A dependency is "reachable" if it answered within three balancing cycles.
     let health = Arc::new(Health::new(config.load_balancing.update_interval * 3));
     let http_stop = CancellationToken::new();
-    let http = match config.http.listen {
-        Some(listen) => Some(
-            crate::http::start(
-                listen,
-                metrics.clone(),
-                Arc::clone(&health),
-                http_stop.clone(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("[http] listen {listen}: {e}"))?,
-        ),
-        None => None,
+    let set_up = async {
+        let store = Arc::new(open_store(&config).await?);
+        let http = match config.http.listen {
+            Some(listen) => Some(
+                crate::http::start(
+                    listen,
+                    metrics.clone(),
+                    Arc::clone(&health),
+                    http_stop.clone(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("[http] listen {listen}: {e}"))?,
+            ),
+            None => None,
+        };
+        let sink = sink(&config).await?;
+        anyhow::Ok((store, http, sink))
     };
+    let set_up = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => None,
+        built = set_up => Some(built?),
+    };
+    let Some((store, http, sink)) = set_up else {
+        tracing::info!("{STOPPED_BEFORE_STARTING}");
+        http_stop.cancel();
+        return Ok(());
+    };
+    if shutdown.is_cancelled() {
+        tracing::info!("{STOPPED_BEFORE_STARTING}");
+        http_stop.cancel();
+        if let Some(http) = http {
+            http.stopped().await;
+        }
+        return Ok(());
+    }
     let supervisor = Supervisor {
         client: Arc::clone(&client),
         store,
-        sink: sink(&config).await?,
+        sink,
         settings: supervisor_settings(&config),
         metrics,
         health,
