@@ -1115,7 +1115,7 @@ def run_chaos(
             fleet.note(what)
             return True
 
-        retries = {"kill": (0.3, 20), "term": (0.5, 10), "zombie": (1.0, 20), "outage": (1.0, 30)}
+        retries = {"kill": (0.3, 40), "term": (0.5, 20), "zombie": (1.0, 20), "outage": (1.0, 30)}
         next_extra: collections.Counter = collections.Counter()  # kind -> earliest next extension action
         while True:
             now = time.monotonic() - origin
