@@ -7,10 +7,12 @@
 //! 2. [`partition`] (`partition/mod.rs`) hands the batch to the partition's sink and, when the
 //!    sink reports a window committed, checkpoints it;
 //! 3. [`sink`] (`sink/mod.rs`): the [`sink::PartitionSink`] owns the window: it appends the
-//!    batch, decides the rollover ([`sink::window`]) and commits;
+//!    batch, decides the rollover ([`sink::window`]), records the commit (the exactly-once
+//!    protocol, `docs/exactly-once.md`) and commits;
 //! 4. [`sink::file`] encodes the window as Capture Avro ([`sink::avro`]) into a staging file and
 //!    commits it (fsync, no-clobber link) under its [`sink::path_format`] name;
-//! 5. [`lease`] renews the ownership and writes the checkpoint to the [`checkpoint`] store.
+//! 5. [`lease`] writes the commit record, renews the ownership and writes the checkpoint to the
+//!    [`checkpoint`] store.
 //!
 //! Around that path:
 //!
@@ -23,7 +25,8 @@
 //!   back (`hubcap cat`), and [`verify`] checks a whole archive (and its checkpoints) with them
 //!   (`hubcap verify`); [`preflight`] checks a config against the real services;
 //! - [`recovery`] maps every error to one action and paces every retry;
-//! - [`secret`] and [`suggest`] are small shared pieces.
+//! - [`secret`] and [`suggest`] are small shared pieces; [`crash_hook`] is a test-only fault
+//!   hook (`HUBCAP_TEST_CRASH`) at the commit protocol's crash points.
 
 pub mod archive;
 pub mod balance;

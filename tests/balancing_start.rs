@@ -104,7 +104,12 @@ fn owners(dir: &Path, emulator: &Emulator, expiration: Duration) -> BTreeMap<Str
     };
     entries
         .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        // Hidden files (the claim lock) and a writer's temp files (`N.tmp-<pid>-<random>`, read
+        // whole if caught before the rename) are not records.
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            !name.starts_with('.') && !name.contains(".tmp-")
+        })
         .filter_map(|e| {
             let record: Record = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
             let fresh =
