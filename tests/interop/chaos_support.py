@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
 import datetime as dt
 import io
 import json
@@ -787,13 +786,6 @@ def read_file_archive(root: Path) -> list[ArchiveFile]:
     return files
 
 
-def staged_leftovers(root: Path) -> list[str]:
-    staging = root / STAGING_DIR
-    if not staging.is_dir():
-        return []
-    return sorted(p.relative_to(root).as_posix() for p in staging.rglob("*") if p.is_file())
-
-
 def read_blob_archive(connection_string: str, container: str, download_dir: Path) -> list[ArchiveFile]:
     client = ContainerClient.from_connection_string(connection_string, container)
     listing = [blob for blob in client.list_blobs(include=["metadata"]) if blob.name.endswith(".avro")]
@@ -958,10 +950,6 @@ def commit_log_lines(incarnations: Iterable[Incarnation], partition_id: str, lim
                 found.append((str(record.get("timestamp", "")), f"{inc.name}: {summarize_log_line(line)}"))
     found.sort()
     return [text for _, text in found[-limit:]]
-
-
-def dataclass_dict(value: Any) -> Any:
-    return dataclasses.asdict(value)
 
 
 # --------------------------------------------------------------------------------------------
