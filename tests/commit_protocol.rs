@@ -248,45 +248,75 @@ async fn crash_at(point: &str) {
     );
 }
 
+/// Two partitions on the blob store: the first instance, stopped by the hook at `point` of
+/// its second window, and the partition whose commit record it left unresolved.
+struct Stopped {
+    emulator: Emulator,
+    expected: std::collections::BTreeSet<EventId>,
+    work: Workdir,
+    azurite: Azurite,
+    store: BlobStore,
+    first: Hubcap,
+    partition_id: String,
+    record: hubcap::checkpoint::CommitRecord,
+}
+
+impl Stopped {
+    async fn at(point: &str, label: &str) -> Self {
+        let emulator = start_emulator(PARTITIONS).await;
+        preload_each(&emulator, 1_000, 200);
+        let expected = all_event_ids(&emulator);
+        let work = Workdir::new();
+        let azurite = Azurite::start();
+        let store = BlobStore::new(&azurite, &emulator).await;
+        let config = blob_config(&work, &emulator, &azurite, "first");
+        let hook = format!("stop_{point}:2");
+        let first = Hubcap::start_with_env(label, &work, &config, &[("HUBCAP_TEST_CRASH", &hook)]);
+        eventually(
+            "the hook stops the first instance",
+            Duration::from_secs(60),
+            || first.is_stopped(),
+        )
+        .await;
+        let (partition_id, record) = store.unresolved_record().await;
+        Self {
+            emulator,
+            expected,
+            work,
+            azurite,
+            store,
+            first,
+            partition_id,
+            record,
+        }
+    }
+
+    /// Starts the second instance and waits until the archive holds every event.
+    async fn second_archives_everything(&self) -> (Hubcap, Archive) {
+        let config = blob_config(&self.work, &self.emulator, &self.azurite, "second");
+        let second = Hubcap::start("second", &self.work, &config);
+        let archive = Archive::new(&self.work.archive());
+        eventually(
+            "the second instance archives every event",
+            Duration::from_secs(60),
+            || covers(&archive.events(), &self.expected),
+        )
+        .await;
+        (second, archive)
+    }
+}
+
 async fn zombie_at(point: &str) {
-    let emulator = start_emulator(PARTITIONS).await;
-    preload_each(&emulator, 1_000, 200);
-    let expected = all_event_ids(&emulator);
-    let work = Workdir::new();
-    let azurite = Azurite::start();
-    let store = BlobStore::new(&azurite, &emulator).await;
-
-    let first_config = blob_config(&work, &emulator, &azurite, "first");
-    let hook = format!("stop_{point}:2");
-    let mut first = Hubcap::start_with_env(
-        "first (zombie)",
-        &work,
-        &first_config,
-        &[("HUBCAP_TEST_CRASH", &hook)],
-    );
-    eventually(
-        "the hook stops the first instance",
-        Duration::from_secs(60),
-        || first.is_stopped(),
-    )
-    .await;
-    let (partition_id, record) = store.unresolved_record().await;
-
+    let mut stopped = Stopped::at(point, "first (zombie)").await;
     // The second instance takes both partitions once the zombie's ownerships expire.
-    let second_config = blob_config(&work, &emulator, &azurite, "second");
-    let mut second = Hubcap::start("second", &work, &second_config);
-    let archive = Archive::new(&work.archive());
-    eventually(
-        "the second instance archives every event",
-        Duration::from_secs(60),
-        || covers(&archive.events(), &expected),
-    )
-    .await;
+    let (mut second, archive) = stopped.second_archives_everything().await;
 
     // The zombie wakes up in the middle of its commit: it must find the window committed (or
     // its ownership gone) and write nothing more.
-    first.resume();
-    first
+    let partition_id = stopped.partition_id.clone();
+    stopped.first.resume();
+    stopped
+        .first
         .wait_for_log(
             "the zombie finds its partition lost",
             Duration::from_secs(30),
@@ -296,45 +326,32 @@ async fn zombie_at(point: &str) {
             },
         )
         .await;
-    first.stop_cleanly().await;
+    stopped.first.stop_cleanly().await;
     second.stop_cleanly().await;
     assert_exactly_once(
-        &format!("archive after a zombie at {point} (record {record:?})"),
+        &format!(
+            "archive after a zombie at {point} (record {:?})",
+            stopped.record
+        ),
         &archive.events(),
-        &expected,
+        &stopped.expected,
     );
-    store.assert_checkpointed_at_the_end(&emulator).await;
+    stopped
+        .store
+        .assert_checkpointed_at_the_end(&stopped.emulator)
+        .await;
 }
 
 async fn outage_at(point: &str) {
-    let emulator = start_emulator(PARTITIONS).await;
-    preload_each(&emulator, 1_000, 200);
-    let expected = all_event_ids(&emulator);
-    let work = Workdir::new();
-    let mut azurite = Azurite::start();
-    let store = BlobStore::new(&azurite, &emulator).await;
-
-    let first_config = blob_config(&work, &emulator, &azurite, "first");
-    let hook = format!("stop_{point}:2");
-    let mut first = Hubcap::start_with_env(
-        "first (storage down)",
-        &work,
-        &first_config,
-        &[("HUBCAP_TEST_CRASH", &hook)],
-    );
-    eventually(
-        "the hook stops the first instance",
-        Duration::from_secs(60),
-        || first.is_stopped(),
-    )
-    .await;
-    let (partition_id, record) = store.unresolved_record().await;
+    let mut stopped = Stopped::at(point, "first (storage down)").await;
+    let partition_id = stopped.partition_id.clone();
 
     // Storage goes away while the first instance is between two steps; it resumes, fails to
     // go on (the fencing renewal before the checkpoint cannot reach the store), and dies.
-    azurite.stop();
-    first.resume();
-    first
+    stopped.azurite.stop();
+    stopped.first.resume();
+    stopped
+        .first
         .wait_for_log(
             "the first instance cannot checkpoint",
             Duration::from_secs(30),
@@ -345,23 +362,21 @@ async fn outage_at(point: &str) {
             },
         )
         .await;
-    first.kill();
-    azurite.restart();
+    stopped.first.kill();
+    stopped.azurite.restart();
 
-    let second_config = blob_config(&work, &emulator, &azurite, "second");
-    let mut second = Hubcap::start("second", &work, &second_config);
-    let archive = Archive::new(&work.archive());
-    eventually(
-        "the second instance archives every event",
-        Duration::from_secs(60),
-        || covers(&archive.events(), &expected),
-    )
-    .await;
+    let (mut second, archive) = stopped.second_archives_everything().await;
     second.stop_cleanly().await;
     assert_exactly_once(
-        &format!("archive after an outage at {point} (record {record:?})"),
+        &format!(
+            "archive after an outage at {point} (record {:?})",
+            stopped.record
+        ),
         &archive.events(),
-        &expected,
+        &stopped.expected,
     );
-    store.assert_checkpointed_at_the_end(&emulator).await;
+    stopped
+        .store
+        .assert_checkpointed_at_the_end(&stopped.emulator)
+        .await;
 }
