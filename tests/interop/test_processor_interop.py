@@ -146,26 +146,8 @@ def test_python_resumes_where_hubcap_checkpointed(start_emulator, azurite, start
         f"{hubcap_checkpoints} per partition"
     )
 
-    last = hub_last_sequence_numbers(emulator, PARTITIONS)
     # Default starting position: the checkpoints decide.
-    processor = SdkProcessor(emulator, azurite, container, checkpoint=lambda event: False, load_balancing_interval=1.0)
-    processor.start()
-    try:
-        processor.wait_for(
-            lambda: all(
-                max((s for p, s in processor.delivered_counts() if p == pid), default=-1) >= last[pid]
-                for pid in PARTITIONS
-            ),
-            lambda: f"the Python processor reading up to {last}; first events {processor.first_sequence_numbers()}",
-            timeout=40,
-        )
-    finally:
-        processor.close()
-    first = processor.first_sequence_numbers()
-    assert first == {pid: hubcap_checkpoints[pid] + 1 for pid in PARTITIONS}, (
-        f"the Python processor's first event per partition {first} is not hubcap's checkpoint + 1 "
-        f"({ {p: s + 1 for p, s in hubcap_checkpoints.items()} })"
-    )
+    processor, last = python_reads_on_from(emulator, azurite, container, hubcap_checkpoints, checkpoint=False)
     python = by_partition(sorted(processor.delivered_counts().elements()))
     assert python == {pid: list(range(hubcap_checkpoints[pid] + 1, last[pid] + 1)) for pid in PARTITIONS}, (
         f"the Python processor read { {p: compress(s) for p, s in python.items()} }"
@@ -468,8 +450,20 @@ def test_python_resumes_from_checkpoints_carrying_hubcaps_commit_records(
         )
         assert int(metadata["hubcapcommitlast"]) == hubcap_checkpoints[pid], (pid, metadata, hubcap_checkpoints)
 
+    python_reads_on_from(emulator, azurite, container, hubcap_checkpoints, checkpoint=True)
+    # The processor's own checkpoints replace the metadata with the SDK's keys only.
+    for pid, blob in records._list("checkpoint"):
+        assert "hubcapcommitted" not in (blob.metadata or {}), (pid, blob.metadata)
+
+
+def python_reads_on_from(emulator, azurite, container, hubcap_checkpoints, *, checkpoint: bool):
+    """Runs the official Python processor (default starting position: the store's checkpoints
+    decide) until it has read every partition to its last event, and checks that it started
+    right after hubcap's checkpoints. Returns the processor and the hub's last sequence numbers."""
     last = hub_last_sequence_numbers(emulator, PARTITIONS)
-    processor = SdkProcessor(emulator, azurite, container, checkpoint=lambda event: True, load_balancing_interval=1.0)
+    processor = SdkProcessor(
+        emulator, azurite, container, checkpoint=lambda event: checkpoint, load_balancing_interval=1.0
+    )
     processor.start()
     try:
         processor.wait_for(
@@ -484,8 +478,7 @@ def test_python_resumes_from_checkpoints_carrying_hubcaps_commit_records(
         processor.close()
     first = processor.first_sequence_numbers()
     assert first == {pid: hubcap_checkpoints[pid] + 1 for pid in PARTITIONS}, (
-        f"the Python processor's first event per partition {first} is not hubcap's checkpoint + 1"
+        f"the Python processor's first event per partition {first} is not hubcap's checkpoint + 1 "
+        f"({ {p: s + 1 for p, s in hubcap_checkpoints.items()} })"
     )
-    # The processor's own checkpoints replace the metadata with the SDK's keys only.
-    for pid, blob in records._list("checkpoint"):
-        assert "hubcapcommitted" not in (blob.metadata or {}), (pid, blob.metadata)
+    return processor, last
