@@ -52,6 +52,10 @@ pub struct PartitionReport {
     pub checkpoint: Option<CheckpointReport>,
     /// The checkpoint is past the last archived event (or nothing is archived).
     pub checkpoint_ahead: bool,
+    /// What is wrong with the file the checkpoint names (`hubcapcommitted`): missing from the
+    /// archive, or not ending at the checkpoint's event. `None` when it is right, or unnamed
+    /// (an SDK processor's checkpoint, `--dir`).
+    pub checkpoint_file_problem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -197,6 +201,30 @@ fn partition_report(id: &str, files: Files, checkpoint: Option<&Checkpoint>) -> 
     let checkpoint_ahead = checkpoint
         .and_then(|checkpoint| checkpoint.sequence_number)
         .is_some_and(|at| last.is_none_or(|last| at > last));
+    let checkpoint_file_problem = checkpoint
+        .and_then(|checkpoint| {
+            Some((
+                checkpoint.committed_in.as_ref()?,
+                checkpoint.sequence_number?,
+            ))
+        })
+        .and_then(|(name, at)| {
+            let Some(index) = files.names.iter().position(|n| n == name) else {
+                return Some(format!(
+                    "names {name}, which is not among the partition's files"
+                ));
+            };
+            let file_last = files
+                .runs
+                .iter()
+                .filter(|r| r.file == index)
+                .map(|r| r.last)
+                .max();
+            (file_last != Some(at)).then(|| match file_last {
+                Some(file_last) => format!("names {name}, which ends at {file_last}, not {at}"),
+                None => format!("names {name}, which holds no event"),
+            })
+        });
     PartitionReport {
         partition_id: id.to_owned(),
         files: files.names.len() as u64,
@@ -225,6 +253,7 @@ fn partition_report(id: &str, files: Files, checkpoint: Option<&Checkpoint>) -> 
             offset: checkpoint.offset.clone(),
         }),
         checkpoint_ahead,
+        checkpoint_file_problem,
     }
 }
 
@@ -241,6 +270,9 @@ fn partition_problems(partition: &PartitionReport, problems: &mut Vec<String>) {
             duplicate.copies,
             duplicate.files.join(", ")
         ));
+    }
+    if let Some(problem) = &partition.checkpoint_file_problem {
+        problems.push(format!("partition {id}: the checkpoint {problem}"));
     }
     if partition.checkpoint_ahead {
         let at = partition
@@ -384,6 +416,57 @@ mod tests {
             sequence_number: Some(sequence_number),
             committed_in: None,
         }
+    }
+
+    #[test]
+    fn a_checkpoint_naming_a_missing_file_or_one_ending_elsewhere_is_a_problem() {
+        let listing = Listing {
+            scanned: vec![
+                scanned("0/a.avro", Some("0"), 0..10),
+                scanned("0/b.avro", Some("0"), 10..20),
+                scanned("1/a.avro", Some("1"), 0..10),
+                scanned("2/a.avro", Some("2"), 0..10),
+            ],
+            ignored: 0,
+        };
+        let named = |partition: &str, at: i64, name: &str| Checkpoint {
+            committed_in: Some(name.to_owned()),
+            ..checkpoint(partition, at)
+        };
+        let report = build(
+            "/archive".into(),
+            "{PartitionId}/{Second}",
+            listing,
+            Some(vec![
+                named("0", 19, "0/b.avro"),
+                named("1", 9, "1/gone.avro"),
+                named("2", 9, "0/a.avro"),
+            ]),
+        );
+        assert_eq!(
+            report.problems,
+            [
+                "partition 1: the checkpoint names 1/gone.avro, which is not among the partition's files",
+                "partition 2: the checkpoint names 0/a.avro, which is not among the partition's files",
+            ]
+        );
+        let named_elsewhere = build(
+            "/archive".into(),
+            "{PartitionId}/{Second}",
+            Listing {
+                scanned: vec![
+                    scanned("0/a.avro", Some("0"), 0..10),
+                    scanned("0/b.avro", Some("0"), 10..20),
+                ],
+                ignored: 0,
+            },
+            Some(vec![named("0", 19, "0/a.avro")]),
+        );
+        assert_eq!(
+            named_elsewhere.problems,
+            ["partition 0: the checkpoint names 0/a.avro, which ends at 9, not 19"]
+        );
+        assert!(report.partitions[0].checkpoint_file_problem.is_none());
     }
 
     #[test]
