@@ -191,16 +191,19 @@ async fn crash_at(point: &str) {
         .contains(&format!("test crash hook: {point}")));
     let (partition_id, record) = unresolved_record(&work, &emulator);
     let archive = Archive::new(&work.archive());
-    let committed_before: Vec<_> = archive
-        .files()
-        .iter()
-        .map(|f| {
-            f.strip_prefix(work.archive())
-                .unwrap()
-                .display()
-                .to_string()
-        })
-        .collect();
+    let names = || -> Vec<String> {
+        archive
+            .files()
+            .iter()
+            .map(|f| {
+                f.strip_prefix(work.archive())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect()
+    };
+    let committed_before = names();
     assert_eq!(
         committed_before.contains(&record.name),
         point == "after_commit",
@@ -222,16 +225,7 @@ async fn crash_at(point: &str) {
         "the second instance completes the recorded window of partition {partition_id}\n{}",
         second.stderr()
     );
-    let names: Vec<_> = archive
-        .files()
-        .iter()
-        .map(|f| {
-            f.strip_prefix(work.archive())
-                .unwrap()
-                .display()
-                .to_string()
-        })
-        .collect();
+    let names = names();
     assert!(
         names.contains(&record.name),
         "the recorded window is committed under its recorded name {}: {names:?}",

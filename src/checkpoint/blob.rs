@@ -93,25 +93,39 @@ impl BlobCheckpointStore {
         Ok(self.scope.record_name(kind, partition_id, self.case))
     }
 
+    /// A record's compare-and-swap: Set Blob Metadata with `If-Match: <version>`, or, without a
+    /// version, Put Blob (empty) with `If-None-Match: *` (never Set Blob Metadata with that
+    /// condition: Azurite ignores it).
+    async fn write_if(
+        &self,
+        name: &str,
+        metadata: &HashMap<String, String>,
+        version: Option<&str>,
+    ) -> Result<Written, StorageError> {
+        match version {
+            Some(etag) => {
+                self.container
+                    .set_metadata(name, metadata, Condition::IfMatch(etag.to_owned()))
+                    .await
+            }
+            None => {
+                self.container
+                    .upload_empty(name, metadata, Condition::IfNoneMatchAny)
+                    .await
+            }
+        }
+    }
+
     async fn claim_one(&self, claim: &OwnershipClaim) -> Result<ClaimOutcome, StoreError> {
         let name = self.record_name(RecordKind::Ownership, &claim.partition_id)?;
         let mut metadata = HashMap::from([(OWNER_ID.to_owned(), claim.owner_id.clone())]);
         if let Some(commit) = &claim.commit {
             commit.write(&mut metadata);
         }
-        let written = match &claim.version {
-            Some(etag) => {
-                self.container
-                    .set_metadata(&name, &metadata, Condition::IfMatch(etag.clone()))
-                    .await
-            }
-            None => {
-                self.container
-                    .upload_empty(&name, &metadata, Condition::IfNoneMatchAny)
-                    .await
-            }
-        };
-        match written {
+        match self
+            .write_if(&name, &metadata, claim.version.as_deref())
+            .await
+        {
             Ok(Written {
                 etag,
                 last_modified,
@@ -232,19 +246,7 @@ impl CheckpointStore for BlobCheckpointStore {
     ) -> Result<Option<String>, StoreError> {
         let name = self.record_name(RecordKind::Checkpoint, &checkpoint.partition_id)?;
         let metadata = checkpoint_metadata(checkpoint);
-        let written = match expected {
-            Some(etag) => {
-                self.container
-                    .set_metadata(&name, &metadata, Condition::IfMatch(etag.to_owned()))
-                    .await
-            }
-            None => {
-                self.container
-                    .upload_empty(&name, &metadata, Condition::IfNoneMatchAny)
-                    .await
-            }
-        };
-        match written {
+        match self.write_if(&name, &metadata, expected).await {
             Ok(written) => Ok(Some(written.etag)),
             Err(
                 StorageError::ConditionNotMet { .. }
