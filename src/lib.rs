@@ -24,6 +24,7 @@
 //! - [`demo`] runs the whole pipeline on the embedded emulator; [`archive`] reads archive files
 //!   back (`hubcap cat`), and [`verify`] checks a whole archive (and its checkpoints) with them
 //!   (`hubcap verify`); [`preflight`] checks a config against the real services;
+//! - [`ops`] holds the operator commands (`status`, `checkpoints`, `backfill`);
 //! - [`recovery`] maps every error to one action and paces every retry;
 //! - [`secret`] and [`suggest`] are small shared pieces; [`crash_hook`] is a test-only fault
 //!   hook (`HUBCAP_TEST_CRASH`) at the commit protocol's crash points.
@@ -40,6 +41,7 @@ pub mod health;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod ops;
 pub mod partition;
 pub mod preflight;
 pub mod recovery;

@@ -267,6 +267,36 @@ fn send(
     }
 }
 
+/// The operator commands (`status`, `checkpoints`, `backfill`, in `hubcap::ops`): load the
+/// config (exit 2 on a bad one, every problem printed), log quietly (RUST_LOG overrides), run
+/// `command` on a small pool. An error is printed as `hubcap <name>: <error>` with exit 1;
+/// otherwise the exit status is the command's own.
+#[allow(dead_code)] // the commands arrive one by one
+fn operate<F, Fut>(name: &str, path: &std::path::Path, command: F) -> ExitCode
+where
+    F: FnOnce(config::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log.format, "warn");
+    let Some(runtime) = runtime(pool_size()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(command(config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hubcap {name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Threads for `demo` and `send`, which run more than the daemon's pipeline: one per CPU, at
 /// least two.
 fn pool_size() -> usize {
