@@ -91,6 +91,8 @@ enum Command {
         #[arg(long)]
         partition_id: Option<String>,
     },
+    /// Read and move a consumer group's checkpoints (list, set, export, import).
+    Checkpoints(hubcap::ops::checkpoints::CheckpointsArgs),
     /// Run the whole pipeline on an embedded emulator: no Azure account needed.
     Demo {
         /// Directory for the checkpoints and the Capture files.
@@ -156,6 +158,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => run(&config, signals),
+        Command::Checkpoints(args) => {
+            let path = args.config_path().to_owned();
+            operate("checkpoints", &path, |config| {
+                hubcap::ops::checkpoints::run(args, config)
+            })
+        }
         Command::Send {
             config,
             partition_key,
@@ -271,7 +279,6 @@ fn send(
 /// config (exit 2 on a bad one, every problem printed), log quietly (RUST_LOG overrides), run
 /// `command` on a small pool. An error is printed as `hubcap <name>: <error>` with exit 1;
 /// otherwise the exit status is the command's own.
-#[allow(dead_code)] // the commands arrive one by one
 fn operate<F, Fut>(name: &str, path: &std::path::Path, command: F) -> ExitCode
 where
     F: FnOnce(config::Config) -> Fut,
