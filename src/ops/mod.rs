@@ -2,6 +2,7 @@
 //! write the same checkpoint-store records as the daemon and the SDK processors, and talk to
 //! the service through the same client; what they share is here.
 
+pub mod backfill;
 pub mod position;
 
 use std::sync::Arc;
