@@ -138,6 +138,12 @@ pub async fn archived_runs(
                 .into(),
         });
     }
+    if let SinkKind::AvroFile { path, .. } = &config.sink.kind {
+        // The sink creates its directory with its first window: none yet holds nothing.
+        if matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            return Ok(BTreeMap::new());
+        }
+    }
     let (_, listing) =
         scan_configured(config, path_format, partitions.map(<[String]>::to_vec)).await?;
     let mut runs: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();

@@ -52,8 +52,8 @@ pub struct BackfillArgs {
     #[arg(long, value_name = "POSITION", default_value = "latest")]
     pub to: PositionSpec,
     /// Only these partitions, comma-separated [default: all].
-    #[arg(long, value_name = "ID,...", value_parser = crate::ops::parse_partition_list)]
-    pub partitions: Option<Vec<String>>,
+    #[arg(long, value_name = "ID,...")]
+    pub partitions: Option<crate::ops::PartitionList>,
     /// Read through this consumer group; required while a fleet owns partitions in the
     /// configured one (readers with owner levels in one group disconnect each other).
     #[arg(long, value_name = "GROUP")]
@@ -100,7 +100,7 @@ async fn backfill(
     let partitions = crate::ops::select(
         &config.eventhub.name,
         &hub.partition_ids,
-        args.partitions.as_deref(),
+        args.partitions.as_ref().map(|list| list.0.as_slice()),
     )?;
     // Ranges first: a bad position for any partition stops the backfill before it writes.
     let mut ranges = BTreeMap::new();
