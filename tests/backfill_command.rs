@@ -4,12 +4,14 @@
 //! touched; beside a running fleet it refuses the configured consumer group and works through
 //! its own; bad input is refused before anything is written.
 
+mod azurite;
 mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use azurite::Azurite;
 use common::*;
 use hubcap_emulator::store::now_ms;
 
@@ -335,4 +337,64 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
         .stderr
         .contains("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq"));
     assert!(!work.archive().exists() || Archive::new(&work.archive()).files().is_empty());
+}
+
+/// Into Blob Storage (Azurite, store and archive both there): a backfill of one partition's
+/// middle part, then of everything, archives each event once, as `hubcap verify` reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn into_blob_storage_a_wider_rerun_adds_only_what_is_missing() {
+    let emulator = start_emulator(PARTITIONS).await;
+    let azurite = Azurite::start();
+    let work = Workdir::new();
+    let config = work
+        .config(emulator.amqp_addr())
+        .set("sink", "type", "avro_blob")
+        .set("sink", "connection_string", &azurite.connection_string())
+        .set("sink", "container", "archive")
+        .set("sink", "path_format", ARCHIVE_PATH_FORMAT)
+        .remove("checkpoint_store", "path")
+        .set("checkpoint_store", "type", "azure_blob")
+        .set(
+            "checkpoint_store",
+            "connection_string",
+            &azurite.connection_string(),
+        )
+        .set("checkpoint_store", "container", "checkpoints");
+    let path = work.write_config("backfill.toml", &config);
+    let all = batch(&emulator, 100).await;
+    backfill(
+        &path,
+        &["--from", "seq:20", "--to", "seq:59", "--partitions", "1"],
+    )
+    .assert_code(0);
+    let wider = backfill(&path, &["--from", "earliest"]);
+    wider.assert_code(0);
+    assert!(
+        wider
+            .stdout
+            .contains("total: 160 events written in 3 windows; 40 were archived already"),
+        "{}",
+        wider.stdout
+    );
+    let verified = run_hubcap(
+        &["verify", "--config", path.to_str().unwrap(), "--json"],
+        LIMIT,
+    );
+    verified.assert_code(0);
+    let report: serde_json::Value = serde_json::from_str(&verified.stdout).unwrap();
+    assert_eq!(report["events"], 200, "{report}");
+    for (id, first, last, _) in &all {
+        let partition = report["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["partition_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("partition {id}: {report}"));
+        assert_eq!(
+            partition["ranges"],
+            serde_json::json!([[first, last]]),
+            "{report}"
+        );
+        assert_eq!(partition["duplicate_events"], 0, "{report}");
+    }
 }

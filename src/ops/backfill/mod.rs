@@ -112,6 +112,8 @@ async fn backfill(
         let range = resolve_range(client, &properties, args.from, args.to).await?;
         ranges.insert(id.clone(), range);
     }
+    // The sink first: it creates its container if needed, which the archive's reading expects.
+    let sink = configured_sink(config).await?;
     let archived = crate::verify::archived_runs(config, Some(&partitions))
         .await
         .context("reading what the archive holds")?;
@@ -137,7 +139,7 @@ async fn backfill(
         plans.iter().map(PartitionPlan::to_read_events).sum::<u64>(),
         plans.iter().map(PartitionPlan::archived_events).sum::<u64>(),
     );
-    let outcomes = run(config, client, &plans, stop).await?;
+    let outcomes = run(config, client, &sink, &plans, stop).await?;
     print!("{}", summary(&plans, &outcomes));
     let interrupted = outcomes.values().any(|o| o.interrupted);
     let expired: u64 = outcomes.values().map(|o| o.events_expired).sum();
@@ -179,10 +181,10 @@ impl PartitionPlan {
 async fn run(
     config: &Config,
     client: &Arc<EventHubClient>,
+    sink: &crate::sink::Sink,
     plans: &[PartitionPlan],
     stop: CancellationToken,
 ) -> anyhow::Result<BTreeMap<String, PartitionOutcome>> {
-    let sink = configured_sink(config).await?;
     let daemon = supervisor_settings(config);
     let progress = Arc::new(Progress::new(
         plans
