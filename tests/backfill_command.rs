@@ -129,6 +129,13 @@ async fn a_time_range_archives_exactly_its_events_and_a_rerun_writes_nothing() {
         "{}",
         first.stdout
     );
+    assert!(
+        first.stderr.contains(
+            "note: partition 0: the range ends after the consumer group's checkpoint (5)"
+        ),
+        "{}",
+        first.stderr
+    );
     // Named by the events' enqueued time: each file's path ends with its first event's second.
     for file in archive.files() {
         let name = file.to_string_lossy().into_owned();
@@ -157,6 +164,20 @@ async fn a_time_range_archives_exactly_its_events_and_a_rerun_writes_nothing() {
         "checkpoints and ownerships untouched"
     );
     assert!(staging_files(&work.archive()).is_empty());
+
+    // `--to latest` stops at the group's checkpoint (partition 0: event 5): what follows it is
+    // the fleet's to archive. Partition 1 has no checkpoint: all of it, but what is archived.
+    let to_latest = backfill(&path, &["--from", "earliest"]);
+    to_latest.assert_code(0);
+    let mut expected = ids(&inside);
+    expected.extend((0..=5).map(|n| EventId::new("0", n)));
+    expected.extend(ids(&[before[1].clone(), after[1].clone()]));
+    assert_exactly_once("up to the checkpoint", &archive.events(), &expected);
+    assert!(
+        to_latest.stdout.contains("total: 56 events written"),
+        "{}",
+        to_latest.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,9 @@
 //! - Windows follow the events' enqueued time ([`crate::sink::PartitionSink::windows_by_event_time`]):
 //!   last month's events land under last month's path. Each range ends with a commit; a
 //!   SIGTERM commits what was read and stops.
+//! - `--to latest` stops at the configured consumer group's checkpoint where it has one: the
+//!   events after it are archived by whoever resumes from that checkpoint, and backfilling them
+//!   too would make a second copy.
 
 mod plan;
 mod progress;
@@ -47,8 +50,9 @@ pub struct BackfillArgs {
     /// after T).
     #[arg(long, value_name = "POSITION")]
     pub from: PositionSpec,
-    /// The last event: latest (the last enqueued when backfill starts), seq:N or time:T (the
-    /// last event enqueued at or before T). Both ends are included.
+    /// The last event: latest (the last enqueued when backfill starts, or the consumer
+    /// group's checkpoint where it has one: the fleet archives what follows it), seq:N or
+    /// time:T (the last event enqueued at or before T). Both ends are included.
     #[arg(long, value_name = "POSITION", default_value = "latest")]
     pub to: PositionSpec,
     /// Only these partitions, comma-separated [default: all].
@@ -75,13 +79,11 @@ pub async fn command(
         .consumer_group
         .clone()
         .unwrap_or_else(|| config.eventhub.consumer_group.clone());
-    if group == config.eventhub.consumer_group {
-        refuse_beside_a_live_fleet(&config).await?;
-    }
+    let checkpoints = fleet_state(&config, group == config.eventhub.consumer_group).await?;
     let mut settings = client_settings(&config)?;
     settings.consumer_group = group.clone();
     let client = Arc::new(EventHubClient::new(settings)?);
-    let result = backfill(&config, &args, &client, &group, stop).await;
+    let result = backfill(&config, &args, &client, &group, &checkpoints, stop).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.close()).await;
     result
 }
@@ -91,6 +93,7 @@ async fn backfill(
     args: &BackfillArgs,
     client: &Arc<EventHubClient>,
     group: &str,
+    checkpoints: &BTreeMap<String, i64>,
     stop: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let hub = client
@@ -109,7 +112,17 @@ async fn backfill(
             .partition_properties(id)
             .await
             .with_context(|| format!("partition {id}"))?;
-        let range = resolve_range(client, &properties, args.from, args.to).await?;
+        let mut range = resolve_range(client, &properties, args.from, args.to).await?;
+        if let (Some(resolved), Some(&checkpoint)) = (range, checkpoints.get(id)) {
+            if args.to == PositionSpec::Latest {
+                range = SeqRange::new(resolved.first, resolved.last.min(checkpoint));
+            } else if resolved.last > checkpoint {
+                eprintln!(
+                    "note: partition {id}: the range ends after the consumer group's checkpoint \
+                     ({checkpoint}); the fleet archives the events after it too when it reads them"
+                );
+            }
+        }
         ranges.insert(id.clone(), range);
     }
     // The sink first: it creates its container if needed, which the archive's reading expects.
@@ -256,10 +269,33 @@ async fn run(
     }
 }
 
-/// Refuses when a processor owns partitions in the configured consumer group: backfill's
-/// readers there would disconnect it (or be refused).
-async fn refuse_beside_a_live_fleet(config: &Config) -> anyhow::Result<()> {
+/// What the configured consumer group's fleet holds: its checkpoints' sequence numbers, by
+/// partition (`--to latest` stops at them: what follows a checkpoint is archived by whoever
+/// resumes from it, and backfilling it too would make a second copy). With `reading_there`
+/// (backfill reads through the configured group), refuses while a processor owns partitions
+/// there: backfill's readers would disconnect it (or be refused).
+async fn fleet_state(
+    config: &Config,
+    reading_there: bool,
+) -> anyhow::Result<BTreeMap<String, i64>> {
     let store = open_store(config).await?;
+    if reading_there {
+        refuse_beside_a_live_fleet(config, &store).await?;
+    }
+    let checkpoints = store
+        .list_checkpoints()
+        .await
+        .context("reading the consumer group's checkpoints")?;
+    Ok(checkpoints
+        .into_iter()
+        .filter_map(|c| Some((c.partition_id, c.sequence_number?)))
+        .collect())
+}
+
+async fn refuse_beside_a_live_fleet(
+    config: &Config,
+    store: &crate::checkpoint::Store,
+) -> anyhow::Result<()> {
     let ownerships = store
         .list_ownership()
         .await
