@@ -205,7 +205,11 @@ async fn run(
             .map(|plan| (plan.partition_id.clone(), plan.to_read_events())),
     ));
     let shown = CancellationToken::new();
-    let display = tokio::spawn(progress::show(Arc::clone(&progress), shown.clone()));
+    // Nothing to read: no progress to show.
+    let display = plans
+        .iter()
+        .any(|plan| !plan.to_read.is_empty())
+        .then(|| tokio::spawn(progress::show(Arc::clone(&progress), shown.clone())));
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PARTITIONS));
     let mut tasks = tokio::task::JoinSet::new();
     for (plan, counters) in plans.iter().zip(&progress.partitions) {
@@ -262,7 +266,9 @@ async fn run(
         }
     }
     shown.cancel();
-    let _ = display.await;
+    if let Some(display) = display {
+        let _ = display.await;
+    }
     match failure {
         Some(error) => Err(error),
         None => Ok(outcomes),
