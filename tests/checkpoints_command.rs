@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use azurite::Azurite;
@@ -29,36 +28,23 @@ const READ_LIMIT: Duration = Duration::from_secs(30);
 /// A second consumer group of the emulator, for reading positions while a fleet runs.
 const OPERATORS: &str = "operators";
 
-/// What one command printed and how it ended.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+/// The two ends a command's test looks for, with `what` naming the command in failures.
+trait Outcome {
+    /// Exit 0.
+    fn assert_ok(&self, what: &str) -> &Self;
+    /// Exit 1 with `message` on stderr.
+    fn assert_refused(&self, what: &str, message: &str) -> &Self;
 }
 
-impl Ran {
+impl Outcome for Finished {
     fn assert_ok(&self, what: &str) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-        self
+        eprintln!("expecting success: {what}");
+        self.assert_code(0)
     }
 
-    /// Exit 1 with `message` on stderr.
     fn assert_refused(&self, what: &str, message: &str) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.code,
-            self.stdout,
-            self.stderr
-        );
+        eprintln!("expecting a refusal: {what}");
+        self.assert_code(1);
         assert!(
             self.stderr.contains(message),
             "{what}: stderr does not say {message:?}:\n{}",
@@ -68,33 +54,17 @@ impl Ran {
     }
 }
 
-/// Runs `hubcap checkpoints SUBCOMMAND --config CONFIG ARGS...`, killed (by its own handle)
-/// if it outlives [`COMMAND_LIMIT`].
-async fn checkpoints(subcommand: &str, config: &Path, args: &[&str]) -> Ran {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubcap"))
-        .arg("checkpoints")
-        .arg(subcommand)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("HUBCAP_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("hubcap starts");
-    let what = format!("hubcap checkpoints {subcommand} {}", args.join(" "));
-    let output = within(&what, COMMAND_LIMIT, child.wait_with_output())
+/// Runs `hubcap checkpoints SUBCOMMAND --config CONFIG ARGS...` within [`COMMAND_LIMIT`], off
+/// the test's runtime threads (an in-process daemon may be running on them).
+async fn checkpoints(subcommand: &str, config: &Path, args: &[&str]) -> Finished {
+    let mut argv: Vec<String> = vec!["checkpoints".into(), subcommand.into(), "--config".into()];
+    argv.push(config.to_str().expect("a UTF-8 temp path").to_owned());
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let shown = argv.join(" ");
+    let ran = tokio::task::spawn_blocking(move || run_hubcap(&argv, COMMAND_LIMIT))
         .await
-        .expect("hubcap runs");
-    let ran = Ran {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    eprintln!("$ {what}\n{}{}", ran.stdout, ran.stderr);
+        .expect("the command's waiter does not panic");
+    eprintln!("$ hubcap {shown}\n{}{}", ran.stdout, ran.stderr);
     ran
 }
 
@@ -638,7 +608,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
             .assert_refused(&args.join(" "), message);
     }
     let bad_position = checkpoints("set", &config_path, &["--all", "--to", "offset:5"]).await;
-    assert_eq!(bad_position.code, Some(2), "{}", bad_position.stderr);
+    assert_eq!(bad_position.code(), Some(2), "{}", bad_position.stderr);
     assert!(
         bad_position.stderr.contains("use earliest, latest, seq:N"),
         "{}",
