@@ -661,7 +661,8 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
         )
         .set("checkpoint_store", "container", "checkpoints");
     let unreachable_path = work.write_config("unreachable.toml", &unreachable);
-    for (subcommand, args) in [
+    // Each waits out the storage client's bounded retries: run at once.
+    let commands = [
         ("set", vec!["--all", "--to", "earliest"]),
         ("list", vec![]),
         ("export", vec![]),
@@ -669,8 +670,14 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
             "import",
             vec![other_path.to_str().unwrap(), "--ignore-scope"],
         ),
-    ] {
-        let ran = checkpoints(subcommand, &unreachable_path, &args).await;
+    ];
+    let runs = futures_util::future::join_all(
+        commands
+            .iter()
+            .map(|(subcommand, args)| checkpoints(subcommand, &unreachable_path, args)),
+    )
+    .await;
+    for ((subcommand, _), ran) in commands.iter().zip(&runs) {
         ran.assert_refused(subcommand, "checkpoint store unavailable");
         assert!(
             !ran.stderr.contains(azurite::ACCOUNT_KEY),
