@@ -63,6 +63,8 @@ pub enum CheckpointsCommand {
 /// The config every subcommand reads.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
+    /// hubcap's config: [eventhub] names the event hub and consumer group, [checkpoint_store]
+    /// the store, [load_balancing] ownership_expiration when an owner counts as live.
     #[arg(long, short, env = "HUBCAP_CONFIG")]
     pub config: PathBuf,
 }
