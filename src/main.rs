@@ -91,6 +91,9 @@ enum Command {
         #[arg(long)]
         partition_id: Option<String>,
     },
+    /// Show where every partition of the consumer group stands: owner, checkpoint, last
+    /// event, lag, and checkpoints about to lose (or that lost) events to retention.
+    Status(hubcap::ops::status::StatusArgs),
     /// Run the whole pipeline on an embedded emulator: no Azure account needed.
     Demo {
         /// Directory for the checkpoints and the Capture files.
@@ -156,6 +159,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => run(&config, signals),
+        Command::Status(args) => operate("status", &args.config.clone(), |config| async move {
+            hubcap::ops::status::run(config, &args).await
+        }),
         Command::Send {
             config,
             partition_key,
@@ -271,7 +277,6 @@ fn send(
 /// config (exit 2 on a bad one, every problem printed), log quietly (RUST_LOG overrides), run
 /// `command` on a small pool. An error is printed as `hubcap <name>: <error>` with exit 1;
 /// otherwise the exit status is the command's own.
-#[allow(dead_code)] // the commands arrive one by one
 fn operate<F, Fut>(name: &str, path: &std::path::Path, command: F) -> ExitCode
 where
     F: FnOnce(config::Config) -> Fut,

@@ -3,6 +3,7 @@
 //! the service through the same client; what they share is here.
 
 pub mod position;
+pub mod status;
 
 use std::sync::Arc;
 
