@@ -94,6 +94,11 @@ enum Command {
     /// Show where every partition of the consumer group stands: owner, checkpoint, last
     /// event, lag, and checkpoints about to lose (or that lost) events to retention.
     Status(hubcap::ops::status::StatusArgs),
+    /// Archive a past range of events into the configured sink (same formats, windows and
+    /// names; windows by the events' enqueued time), skipping what the archive already holds.
+    /// Checkpoints and ownerships are not touched. Exit status 0 = every partition reached the
+    /// end of its range; 1 = interrupted (re-run to complete) or failed; 2 = bad config.
+    Backfill(hubcap::ops::backfill::BackfillArgs),
     /// Run the whole pipeline on an embedded emulator: no Azure account needed.
     Demo {
         /// Directory for the checkpoints and the Capture files.
@@ -118,9 +123,12 @@ fn main() -> ExitCode {
     // First: a SIGTERM at any moment from here on is seen (see StartSignals).
     let signals = StartSignals::install();
     let cli = Cli::parse();
-    // Only `run` and `demo` drain on a signal; every other command ends by it, as it would
+    // Only `run`, `demo` and `backfill` drain on a signal; every other command ends by it, as it would
     // with no handler at all.
-    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Run { .. } | Command::Demo { .. } | Command::Backfill(_)
+    ) {
         signals.default_action_from_now();
     }
     match cli.command {
@@ -159,9 +167,18 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => run(&config, signals),
-        Command::Status(args) => operate("status", &args.config.clone(), |config| async move {
-            hubcap::ops::status::run(config, &args).await
-        }),
+        Command::Status(args) => {
+            let path = args.config.clone();
+            operate("status", &path, None, |config, _| async move {
+                hubcap::ops::status::run(config, &args).await
+            })
+        }
+        Command::Backfill(args) => {
+            let path = args.config.clone();
+            operate("backfill", &path, Some(signals), |config, stop| {
+                hubcap::ops::backfill::command(config, args, stop)
+            })
+        }
         Command::Send {
             config,
             partition_key,
@@ -276,10 +293,16 @@ fn send(
 /// The operator commands (`status`, `checkpoints`, `backfill`, in `hubcap::ops`): load the
 /// config (exit 2 on a bad one, every problem printed), log quietly (RUST_LOG overrides), run
 /// `command` on a small pool. An error is printed as `hubcap <name>: <error>` with exit 1;
-/// otherwise the exit status is the command's own.
-fn operate<F, Fut>(name: &str, path: &std::path::Path, command: F) -> ExitCode
+/// otherwise the exit status is the command's own. With `signals`, the first SIGTERM/SIGINT
+/// cancels the token `command` gets (it drains), a second one ends the process.
+fn operate<F, Fut>(
+    name: &str,
+    path: &std::path::Path,
+    signals: Option<StartSignals>,
+    command: F,
+) -> ExitCode
 where
-    F: FnOnce(config::Config) -> Fut,
+    F: FnOnce(config::Config, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
     let config = match config::load(path) {
@@ -293,7 +316,16 @@ where
     let Some(runtime) = runtime(pool_size()) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(command(config)) {
+    let result = runtime.block_on(async {
+        let stop = CancellationToken::new();
+        let watcher = signals.map(|signals| SignalWatcher::start(signals, stop.clone()));
+        let result = command(config, stop).await;
+        if let Some(watcher) = watcher {
+            watcher.stop().await;
+        }
+        result
+    });
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hubcap {name}: {e:#}");

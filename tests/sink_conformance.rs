@@ -582,3 +582,42 @@ mod exactly_once {
     named_sinks!(avro_file, Subject::file());
     named_sinks!(avro_blob, Subject::blob().await);
 }
+
+/// Backfill's windows follow the events' enqueued time: named by the first event's (the events
+/// here are from November 2023), never closed by the clock, and due at the first event's time
+/// plus the window's age (the caller commits then); an empty window is never opened.
+#[tokio::test]
+async fn avro_file_windows_by_event_time_are_named_and_closed_by_enqueued_time() {
+    let subject = Subject::file();
+    let mut sink = subject.open(WindowSettings {
+        max_age: Duration::from_millis(300),
+        skip_empty: false,
+        ..NEVER
+    });
+    sink.windows_by_event_time();
+    assert_eq!(sink.event_time_deadline(), None, "no window yet");
+    assert_eq!(sink.flush().await.unwrap(), None, "no empty window either");
+    let batch = events(0..5);
+    assert_eq!(sink.append(&batch).await.unwrap(), None);
+    assert_eq!(
+        sink.event_time_deadline(),
+        Some(batch[0].enqueued_time_ms + 300)
+    );
+    let clock = tokio::time::timeout(Duration::from_millis(500), sink.rollover_due()).await;
+    assert!(clock.is_err(), "the clock never makes such a window due");
+    assert_eq!(sink.tick().await.unwrap(), None, "nor does a tick");
+    let window = sink.flush().await.unwrap().expect("committed on request");
+    assert_eq!(window.events, 5);
+    let files = archive_files(subject_root(&subject));
+    assert_eq!(files.len(), 1, "{files:?}");
+    // 1_700_000_000_000 ms is 2023-11-14T22:13:20Z.
+    let name = files[0].to_string_lossy().into_owned();
+    assert!(name.ends_with("hub/p3/20231114221320.avro"), "{name}");
+}
+
+fn subject_root(subject: &Subject) -> &Path {
+    match subject {
+        Subject::File(dir) => dir.path(),
+        _ => panic!("a file subject"),
+    }
+}

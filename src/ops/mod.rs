@@ -2,6 +2,7 @@
 //! write the same checkpoint-store records as the daemon and the SDK processors, and talk to
 //! the service through the same client; what they share is here.
 
+pub mod backfill;
 pub mod position;
 pub mod status;
 
@@ -93,7 +94,19 @@ pub fn select(hub: &str, all: &[String], wanted: Option<&[String]>) -> anyhow::R
         .collect())
 }
 
-/// `--partitions 0,3`: a comma-separated list of partition ids (clap value parser).
+/// `--partitions 0,3` as one argument (clap would take a `Vec` for repeated values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionList(pub Vec<String>);
+
+impl std::str::FromStr for PartitionList {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        parse_partition_list(list).map(PartitionList)
+    }
+}
+
+/// `--partitions 0,3`: a comma-separated list of partition ids.
 pub fn parse_partition_list(list: &str) -> Result<Vec<String>, String> {
     let ids: Vec<String> = list.split(',').map(|id| id.trim().to_owned()).collect();
     if ids.iter().any(String::is_empty) {

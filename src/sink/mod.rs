@@ -199,6 +199,7 @@ impl Sink {
             journal: journal.filter(|_| !matches!(self, Sink::Stdout(_))),
             resume: None,
             reread_from: None,
+            event_time: false,
         };
         sink.open_empty_window_if_configured();
         sink
@@ -222,6 +223,9 @@ pub struct PartitionSink {
     /// Set when a reproduced window ended inside a batch: the events after it were not
     /// appended, so the partition reads again from here once the window is checkpointed.
     reread_from: Option<i64>,
+    /// Windows follow the events' enqueued time, not the clock (see
+    /// [`PartitionSink::windows_by_event_time`]).
+    event_time: bool,
 }
 
 #[derive(Debug)]
@@ -262,6 +266,26 @@ impl PartitionSink {
         self.resume = Some(record);
     }
 
+    /// Makes windows follow the events' enqueued time instead of the clock, for archiving the
+    /// past (`hubcap backfill`): a window is named by its first event's enqueued time (so last
+    /// month's events land under last month's path, as Capture would have put them) and is
+    /// due when an event reaches [`Self::event_time_deadline`] (the caller commits it then) or
+    /// when it is full. No window opens empty: there is no event to name it by.
+    pub fn windows_by_event_time(&mut self) {
+        self.event_time = true;
+        // The empty window `open_partition` may have opened is named by the clock.
+        self.abandon();
+    }
+
+    /// With [`Self::windows_by_event_time`]: the enqueued time (Unix ms) from which events
+    /// belong to the next window; the open window must be committed before one is appended.
+    pub fn event_time_deadline(&self) -> Option<i64> {
+        let window = self.window.as_ref().filter(|_| self.event_time)?;
+        window.first_sequence_number?;
+        let age = i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+        Some(window.started_ms.saturating_add(age))
+    }
+
     /// After a checkpoint: where to read again, if a reproduced window ended inside a batch.
     pub fn take_reread(&mut self) -> Option<i64> {
         self.reread_from.take()
@@ -278,7 +302,7 @@ impl PartitionSink {
             return Ok(None);
         };
         if self.window.is_none() {
-            self.open_window(Some(first.sequence_number))
+            self.open_window(Some(first))
                 .map_err(|cause| SinkError::WindowDropped {
                     reread_from: first.sequence_number,
                     cause,
@@ -337,7 +361,8 @@ impl PartitionSink {
     /// partition then calls [`PartitionSink::tick`].
     pub async fn rollover_due(&self) {
         let reproducing = self.window.as_ref().is_some_and(|w| w.reproduces.is_some());
-        match self.state().filter(|_| !reproducing) {
+        // By event time, age is the caller's decision (see `event_time_deadline`).
+        match self.state().filter(|_| !reproducing && !self.event_time) {
             Some(state) => {
                 tokio::time::sleep_until(self.settings.deadline(&state).into()).await;
             }
@@ -350,10 +375,13 @@ impl PartitionSink {
         if self.window.as_ref().is_some_and(|w| w.reproduces.is_some()) {
             return Ok(None);
         }
+        let due = |state: &WindowState| match self.settings.rollover(state, Instant::now()) {
+            Rollover::Keep => false,
+            Rollover::Age => !self.event_time,
+            Rollover::Size => true,
+        };
         match self.state() {
-            Some(state) if self.settings.rollover(&state, Instant::now()) != Rollover::Keep => {
-                self.flush().await
-            }
+            Some(state) if due(&state) => self.flush().await,
             _ => Ok(None),
         }
     }
@@ -524,11 +552,15 @@ impl PartitionSink {
         }
     }
 
-    fn open_window(&mut self, first_sequence_number: Option<i64>) -> Result<(), WriteError> {
+    fn open_window(&mut self, first: Option<&ReceivedEvent>) -> Result<(), WriteError> {
         // A window that would reproduce a record opens with its first event, never empty.
-        let started_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let first_sequence_number = first.map(|event| event.sequence_number);
+        let started_ms = match first.filter(|_| self.event_time) {
+            Some(event) => event.enqueued_time_ms,
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
         let context = PathContext {
             namespace: &self.names.namespace,
             event_hub: &self.names.event_hub,
@@ -558,7 +590,11 @@ impl PartitionSink {
     /// produces an (empty) file when it closes, as Capture does. A failure here is retried when
     /// the first event arrives.
     fn open_empty_window_if_configured(&mut self) {
-        if self.settings.opens_empty() && self.window.is_none() && self.resume.is_none() {
+        if self.settings.opens_empty()
+            && !self.event_time
+            && self.window.is_none()
+            && self.resume.is_none()
+        {
             if let Err(error) = self.open_window(None) {
                 warn!(partition_id = %self.partition_id, error = %error, "cannot open an empty window");
             }

@@ -29,9 +29,11 @@ pub mod ranges;
 pub mod report;
 pub mod source;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use report::Report;
+use source::Partitions;
 
 use crate::checkpoint::blob::BlobCheckpointStore;
 use crate::checkpoint::file::FileCheckpointStore;
@@ -80,7 +82,7 @@ pub fn parse_path_format(format: &str) -> Result<PathFormat, VerifyError> {
 
 /// Verifies the archive files under `root`, named by `path_format`; no checkpoints.
 pub async fn verify_dir(root: &Path, path_format: &PathFormat) -> Result<Report, VerifyError> {
-    let listing = scan_dir(root.to_owned(), path_format.clone()).await?;
+    let listing = scan_dir(root.to_owned(), path_format.clone(), None).await?;
     Ok(report::build(
         root.display().to_string(),
         path_format.as_str(),
@@ -106,24 +108,7 @@ pub async fn verify_config(config: &Config) -> Result<Report, VerifyError> {
         ));
     }
     let checkpoints = read_checkpoints(config).await?;
-    let (archive, listing) = match &config.sink.kind {
-        SinkKind::Stdout => return Err(VerifyError::NoArchive),
-        SinkKind::AvroFile { path, .. } => (
-            path.display().to_string(),
-            scan_dir(path.clone(), path_format.clone()).await?,
-        ),
-        SinkKind::AvroBlob {
-            storage, container, ..
-        } => {
-            let container =
-                BlobContainer::connect(storage, container).map_err(|error| VerifyError::Setup {
-                    section: "sink",
-                    reason: error.to_string(),
-                })?;
-            let listing = source::scan_container(&container, path_format).await?;
-            (container.url().to_owned(), listing)
-        }
-    };
+    let (archive, listing) = scan_configured(config, path_format, None).await?;
     Ok(report::build(
         archive,
         path_format.as_str(),
@@ -132,17 +117,98 @@ pub async fn verify_config(config: &Config) -> Result<Report, VerifyError> {
     ))
 }
 
+/// What the configured archive holds of `partitions` (all when `None`): per partition, the
+/// runs of consecutive sequence numbers its files hold, sorted and merged. Files that cannot be
+/// read to their end count with the events read before the damage. `hubcap backfill` skips
+/// what is here.
+pub async fn archived_runs(
+    config: &Config,
+    partitions: Option<&[String]>,
+) -> Result<BTreeMap<String, Vec<(i64, i64)>>, VerifyError> {
+    let path_format = match &config.sink.kind {
+        SinkKind::Stdout => return Ok(BTreeMap::new()),
+        SinkKind::AvroFile { path_format, .. } | SinkKind::AvroBlob { path_format, .. } => {
+            path_format
+        }
+    };
+    if !path_format.has_partition_id() {
+        return Err(VerifyError::PathFormat {
+            format: path_format.to_string(),
+            reason: "has no {PartitionId}: the archive's files cannot be told apart by partition"
+                .into(),
+        });
+    }
+    if let SinkKind::AvroFile { path, .. } = &config.sink.kind {
+        // The sink creates its directory with its first window: none yet holds nothing.
+        if matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            return Ok(BTreeMap::new());
+        }
+    }
+    let (_, listing) =
+        scan_configured(config, path_format, partitions.map(<[String]>::to_vec)).await?;
+    let mut runs: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for scanned in listing.scanned {
+        if let Some(partition_id) = scanned.partition_id {
+            runs.entry(partition_id)
+                .or_default()
+                .extend_from_slice(scanned.tally.runs());
+        }
+    }
+    for list in runs.values_mut() {
+        *list = ranges::merge_runs(std::mem::take(list));
+    }
+    Ok(runs)
+}
+
+/// The configured sink's archive, scanned: its address and listing.
+async fn scan_configured(
+    config: &Config,
+    path_format: &PathFormat,
+    partitions: Option<Vec<String>>,
+) -> Result<(String, source::Listing), VerifyError> {
+    match &config.sink.kind {
+        SinkKind::Stdout => Err(VerifyError::NoArchive),
+        SinkKind::AvroFile { path, .. } => Ok((
+            path.display().to_string(),
+            scan_dir(path.clone(), path_format.clone(), partitions).await?,
+        )),
+        SinkKind::AvroBlob {
+            storage, container, ..
+        } => {
+            let container =
+                BlobContainer::connect(storage, container).map_err(|error| VerifyError::Setup {
+                    section: "sink",
+                    reason: error.to_string(),
+                })?;
+            let only = partitions
+                .as_deref()
+                .map_or(Partitions::All, Partitions::Only);
+            let listing = source::scan_container(&container, path_format, only).await?;
+            Ok((container.url().to_owned(), listing))
+        }
+    }
+}
+
 /// The directory walk and the file reads, on the blocking pool.
-async fn scan_dir(root: PathBuf, path_format: PathFormat) -> Result<source::Listing, VerifyError> {
+async fn scan_dir(
+    root: PathBuf,
+    path_format: PathFormat,
+    partitions: Option<Vec<String>>,
+) -> Result<source::Listing, VerifyError> {
     let archive = root.display().to_string();
-    tokio::task::spawn_blocking(move || source::scan_dir(&root, &path_format))
-        .await
-        .unwrap_or_else(|join| {
-            Err(VerifyError::ArchiveUnreachable {
-                archive,
-                reason: format!("the reading task failed: {join}"),
-            })
+    tokio::task::spawn_blocking(move || {
+        let only = partitions
+            .as_deref()
+            .map_or(Partitions::All, Partitions::Only);
+        source::scan_dir(&root, &path_format, only)
+    })
+    .await
+    .unwrap_or_else(|join| {
+        Err(VerifyError::ArchiveUnreachable {
+            archive,
+            reason: format!("the reading task failed: {join}"),
         })
+    })
 }
 
 /// Every checkpoint of the configured consumer group, through the store's own listing. Opens

@@ -206,6 +206,20 @@ pub fn sweep(runs: &[Run]) -> Coverage {
     coverage
 }
 
+/// Sorts runs `(first, last)` and merges those that overlap or touch: the numbers they cover,
+/// as few disjoint runs as possible, in order.
+pub fn merge_runs(mut runs: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    runs.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(runs.len());
+    for (first, last) in runs {
+        match merged.last_mut() {
+            Some(run) if first <= run.1.saturating_add(1) => run.1 = run.1.max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
+}
+
 fn narrow(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
@@ -367,5 +381,22 @@ mod tests {
         assert_eq!(tally.runs().len(), MAX_RUNS_PER_FILE);
         assert_eq!(tally.fragmented_at(), Some(MAX_RUNS_PER_FILE as u64));
         assert_eq!(tally.events(), scattered.len() as u64);
+    }
+
+    #[test]
+    fn merged_runs_cover_the_same_numbers_in_as_few_runs_as_possible() {
+        assert_eq!(merge_runs(vec![]), vec![]);
+        assert_eq!(
+            merge_runs(vec![
+                (20, 29),
+                (0, 9),
+                (10, 14),
+                (12, 13),
+                (40, 40),
+                (30, 31)
+            ]),
+            vec![(0, 14), (20, 31), (40, 40)]
+        );
+        assert_eq!(merge_runs(vec![(5, 9), (0, 100)]), vec![(0, 100)]);
     }
 }

@@ -56,8 +56,30 @@ fn skipped(name: &str) -> bool {
         || file.starts_with(&format!(".{PROBE}"))
 }
 
-/// Reads every archive file under `root`, in name order.
-pub fn scan_dir(root: &Path, path_format: &PathFormat) -> Result<Listing, VerifyError> {
+/// Which partitions' objects a scan reads (the others are listed, unread, with no partition).
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Partitions<'a> {
+    #[default]
+    All,
+    Only(&'a [String]),
+}
+
+impl Partitions<'_> {
+    fn of(self, path_format: &PathFormat, name: &str) -> Option<String> {
+        let partition_id = path_format.partition_of(name)?;
+        match self {
+            Partitions::All => Some(partition_id),
+            Partitions::Only(ids) => ids.contains(&partition_id).then_some(partition_id),
+        }
+    }
+}
+
+/// Reads every archive file under `root` of `partitions`, in name order.
+pub fn scan_dir(
+    root: &Path,
+    path_format: &PathFormat,
+    partitions: Partitions<'_>,
+) -> Result<Listing, VerifyError> {
     let unreachable = |reason: String| VerifyError::ArchiveUnreachable {
         archive: root.display().to_string(),
         reason,
@@ -74,7 +96,7 @@ pub fn scan_dir(root: &Path, path_format: &PathFormat) -> Result<Listing, Verify
     let scanned = names
         .into_iter()
         .map(|(name, path)| {
-            let partition_id = path_format.partition_of(&name);
+            let partition_id = partitions.of(path_format, &name);
             let mut tally = FileTally::default();
             let mut unreadable = None;
             if partition_id.is_some() {
@@ -135,10 +157,11 @@ fn walk(
     Ok(())
 }
 
-/// Reads every archive blob of `container`, in name order, one at a time.
+/// Reads every archive blob of `container` of `partitions`, in name order, one at a time.
 pub async fn scan_container(
     container: &BlobContainer,
     path_format: &PathFormat,
+    partitions: Partitions<'_>,
 ) -> Result<Listing, VerifyError> {
     let unreachable = |error: StorageError| VerifyError::ArchiveUnreachable {
         archive: container.url().to_owned(),
@@ -158,7 +181,7 @@ pub async fn scan_container(
             listing.ignored += 1;
             continue;
         }
-        let partition_id = path_format.partition_of(&item.name);
+        let partition_id = partitions.of(path_format, &item.name);
         let mut scanned = Scanned {
             name: item.name,
             partition_id,

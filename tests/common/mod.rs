@@ -10,6 +10,7 @@
 //! - [`store`]: the file checkpoint store's ownership and checkpoint records;
 //! - [`archive`]: the committed Avro files of an `avro_file` sink, read back as events;
 //! - [`process`]: the real `hubcap` binary, its output, logs and signals;
+//! - [`command`]: one-shot `hubcap` subcommands (`backfill`, `status`, ...) and their output;
 //! - [`daemon`]: the daemon in-process, stopped by its shutdown token;
 //! - [`metrics`]: scraping `/metrics`;
 //! - [`proxy`]: a loopback proxy that counts AMQP frames.
@@ -18,6 +19,7 @@
 //! failed wait names what it was waiting for.
 
 pub mod archive;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod emulator;
@@ -31,8 +33,8 @@ pub mod wait;
 // Each test binary takes what it needs from these.
 #[allow(unused_imports)]
 pub use {
-    archive::*, config::*, daemon::*, emulator::*, events::*, metrics::*, process::*, proxy::*,
-    store::*, wait::*,
+    archive::*, command::*, config::*, daemon::*, emulator::*, events::*, metrics::*, process::*,
+    proxy::*, store::*, wait::*,
 };
 
 use std::time::Duration;
