@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use azurite::Azurite;
@@ -393,7 +393,7 @@ async fn a_running_consumer_makes_the_lag_time_an_estimate_and_another_group_mak
     let started = SystemTime::now();
     let run = run_status(&path, &["--json", "--lag-consumer-group", "operators"]).await;
     let finished = SystemTime::now();
-    assert!(run.status.success(), "{run:?}");
+    run.assert_code(0);
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["consumer_group"], CONSUMER_GROUP);
     for id in &ids {
@@ -441,7 +441,7 @@ async fn an_unreachable_blob_store_is_named_and_the_exit_status_is_non_zero() {
         .set("checkpoint_store", "container", CONTAINER);
     let path = work.write_config("status.toml", &config);
     let run = run_status(&path, &["--json"]).await;
-    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    run.assert_code(1);
     assert!(run.stdout.is_empty(), "{run:?}");
     assert!(
         run.stderr
@@ -458,7 +458,7 @@ async fn a_missing_file_store_directory_is_named_and_not_created() {
     let work = Workdir::new();
     let path = work.write_config("status.toml", &work.config(emulator.amqp_addr()));
     let run = run_status(&path, &[]).await;
-    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    run.assert_code(1);
     assert!(run.stdout.is_empty(), "{run:?}");
     let expected = format!(
         "hubcap status: checkpoint store directory {} does not exist ([checkpoint_store] path)",
@@ -530,47 +530,31 @@ async fn checkpointed(store: &Store) -> BTreeMap<String, i64> {
         .collect()
 }
 
-#[derive(Debug)]
-struct StatusRun {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run_status(config: &Path, args: &[&str]) -> StatusRun {
-    let output = within(
-        "hubcap status",
-        STATUS_LIMIT,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_hubcap"))
-            .arg("status")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("HUBCAP_CONFIG")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("hubcap status runs");
-    StatusRun {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+/// `hubcap status --config CONFIG ARGS` to its end, off the runtime's threads (the emulator
+/// serves on them meanwhile).
+async fn run_status(config: &Path, args: &[&str]) -> Finished {
+    let mut all = vec![
+        "status".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+    ];
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    tokio::task::spawn_blocking(move || run_hubcap(&all, STATUS_LIMIT))
+        .await
+        .expect("hubcap status runs")
 }
 
 /// `hubcap status --json`, which must succeed.
 async fn status_json(config: &Path) -> Value {
     let run = run_status(config, &["--json"]).await;
-    assert!(run.status.success(), "{run:?}");
+    run.assert_code(0);
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON: {e}: {run:?}"))
 }
 
 /// `hubcap status` (the table), which must succeed.
 async fn status_table(config: &Path) -> String {
     let run = run_status(config, &[]).await;
-    assert!(run.status.success(), "{run:?}");
+    run.assert_code(0);
     run.stdout
 }
 
