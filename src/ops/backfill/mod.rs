@@ -153,7 +153,13 @@ async fn backfill(
         plans.iter().map(PartitionPlan::archived_events).sum::<u64>(),
     );
     let outcomes = run(config, client, &sink, &plans, stop).await?;
-    print!("{}", summary(&plans, &outcomes));
+    let table = summary(&plans, &outcomes);
+    if matches!(sink, crate::sink::Sink::Stdout(_)) {
+        // Stdout holds the events themselves.
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
     let interrupted = outcomes.values().any(|o| o.interrupted);
     let expired: u64 = outcomes.values().map(|o| o.events_expired).sum();
     if interrupted {

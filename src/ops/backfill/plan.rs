@@ -115,7 +115,21 @@ pub async fn resolve_range(
     to: PositionSpec,
 ) -> Result<Option<SeqRange>, PlanError> {
     let first = match resolve(client, properties, from).await? {
-        Resolved::Event(event) => event.sequence_number,
+        Resolved::Event(event) => {
+            if let PositionSpec::Time(ms) = from {
+                if event.sequence_number == properties.begin_sequence_number
+                    && properties.begin_sequence_number > 0
+                    && event.enqueued_time_ms > ms
+                {
+                    eprintln!(
+                        "note: partition {}: the range starts at the first retained event \
+                         ({}): older events have expired, some may have been enqueued after {from}",
+                        properties.partition_id, event.sequence_number
+                    );
+                }
+            }
+            event.sequence_number
+        }
         Resolved::End { .. } => return Ok(None),
     };
     let end = properties.last_enqueued_sequence_number;
