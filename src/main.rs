@@ -93,6 +93,9 @@ enum Command {
     },
     /// Read and move a consumer group's checkpoints (list, set, export, import).
     Checkpoints(hubcap::ops::checkpoints::CheckpointsArgs),
+    /// Show where every partition of the consumer group stands: owner, checkpoint, last
+    /// event, lag, and checkpoints about to lose (or that lost) events to retention.
+    Status(hubcap::ops::status::StatusArgs),
     /// Archive a past range of events into the configured sink (same formats, windows and
     /// names; windows by the events' enqueued time), skipping what the archive already holds.
     /// Checkpoints and ownerships are not touched. Exit status 0 = every partition reached the
@@ -170,6 +173,12 @@ fn main() -> ExitCode {
             let path = args.config_path().to_owned();
             operate("checkpoints", &path, None, |config, _| {
                 hubcap::ops::checkpoints::run(args, config)
+            })
+        }
+        Command::Status(args) => {
+            let path = args.config.clone();
+            operate("status", &path, None, |config, _| async move {
+                hubcap::ops::status::run(config, &args).await
             })
         }
         Command::Backfill(args) => {

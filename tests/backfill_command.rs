@@ -54,10 +54,10 @@ fn rfc3339(ms: i64) -> String {
     hubcap::sink::stdout::rfc3339_ms(ms)
 }
 
-fn backfill(config: &Path, args: &[&str]) -> Finished {
+async fn backfill(config: &Path, args: &[&str]) -> Finished {
     let mut all = vec!["backfill", "--config", config.to_str().unwrap()];
     all.extend_from_slice(args);
-    run_hubcap(&all, LIMIT)
+    run_hubcap_async(&all, LIMIT).await
 }
 
 /// Every file under the checkpoint store's directory with its bytes.
@@ -120,7 +120,7 @@ async fn a_time_range_archives_exactly_its_events_and_a_rerun_writes_nothing() {
         format!("time:{}", rfc3339(from)),
         format!("time:{}", rfc3339(to)),
     );
-    let first = backfill(&path, &["--from", &from, "--to", &to]);
+    let first = backfill(&path, &["--from", &from, "--to", &to]).await;
     first.assert_code(0);
     let archive = Archive::new(&work.archive());
     assert_exactly_once("the backfilled range", &archive.events(), &ids(&inside));
@@ -148,7 +148,7 @@ async fn a_time_range_archives_exactly_its_events_and_a_rerun_writes_nothing() {
     }
     let files = archive.files();
 
-    let second = backfill(&path, &["--from", &from, "--to", &to]);
+    let second = backfill(&path, &["--from", &from, "--to", &to]).await;
     second.assert_code(0);
     assert!(
         second
@@ -167,7 +167,7 @@ async fn a_time_range_archives_exactly_its_events_and_a_rerun_writes_nothing() {
 
     // `--to latest` stops at the group's checkpoint (partition 0: event 5): what follows it is
     // the fleet's to archive. Partition 1 has no checkpoint: all of it, but what is archived.
-    let to_latest = backfill(&path, &["--from", "earliest"]);
+    let to_latest = backfill(&path, &["--from", "earliest"]).await;
     to_latest.assert_code(0);
     let mut expected = ids(&inside);
     expected.extend((0..=5).map(|n| EventId::new("0", n)));
@@ -208,7 +208,7 @@ async fn sigterm_commits_what_was_read_and_a_rerun_completes_the_range_without_d
     .await;
     running.signal("TERM");
     running.signal("CONT");
-    let interrupted = running.wait(LIMIT);
+    let interrupted = running.finished(LIMIT).await;
     interrupted.assert_code(1);
     assert!(
         interrupted.stderr.contains("backfill interrupted"),
@@ -229,7 +229,7 @@ async fn sigterm_commits_what_was_read_and_a_rerun_completes_the_range_without_d
     let committed: BTreeSet<EventId> = partial.iter().map(Event::id).collect();
     assert_eq!(committed.len(), partial.len(), "no duplicate so far");
 
-    let rerun = backfill(&path, &["--from", "earliest"]);
+    let rerun = backfill(&path, &["--from", "earliest"]).await;
     rerun.assert_code(0);
     assert_exactly_once("the completed range", &archive.events(), &ids(&all));
     assert!(
@@ -260,7 +260,7 @@ async fn beside_a_running_fleet_backfill_reads_only_through_its_own_consumer_gro
         &work.config(emulator.amqp_addr()).sink(Sink::AvroFile),
     );
 
-    let refused = backfill(&path, &["--from", "earliest"]);
+    let refused = backfill(&path, &["--from", "earliest"]).await;
     refused.assert_code(1);
     assert!(
         refused
@@ -275,7 +275,8 @@ async fn beside_a_running_fleet_backfill_reads_only_through_its_own_consumer_gro
     let own_group = backfill(
         &path,
         &["--from", "earliest", "--consumer-group", "backfill"],
-    );
+    )
+    .await;
     own_group.assert_code(0);
     assert_exactly_once(
         "backfilled beside the fleet",
@@ -317,7 +318,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
         (&["--from", "latest"], "`latest` names none"),
     ];
     for (args, message) in cases {
-        let refused = backfill(&path, args);
+        let refused = backfill(&path, args).await;
         refused.assert_code(1);
         assert!(
             refused.stderr.contains(message),
@@ -325,7 +326,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
             refused.stderr
         );
     }
-    let unparsable = backfill(&path, &["--from", "yesterday"]);
+    let unparsable = backfill(&path, &["--from", "yesterday"]).await;
     assert_eq!(unparsable.code(), Some(2), "{}", unparsable.stderr);
     assert!(unparsable.stderr.contains("use earliest, latest, seq:N"));
 
@@ -346,7 +347,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
                  BlobEndpoint=http://127.0.0.1:9/devstoreaccount1",
             ),
     );
-    let refused = backfill(&unreachable, &["--from", "earliest"]);
+    let refused = backfill(&unreachable, &["--from", "earliest"]).await;
     refused.assert_code(1);
     assert!(
         refused.stderr.contains("checking for processors")
@@ -387,8 +388,9 @@ async fn into_blob_storage_a_wider_rerun_adds_only_what_is_missing() {
         &path,
         &["--from", "seq:20", "--to", "seq:59", "--partitions", "1"],
     )
+    .await
     .assert_code(0);
-    let wider = backfill(&path, &["--from", "earliest"]);
+    let wider = backfill(&path, &["--from", "earliest"]).await;
     wider.assert_code(0);
     assert!(
         wider
@@ -397,10 +399,11 @@ async fn into_blob_storage_a_wider_rerun_adds_only_what_is_missing() {
         "{}",
         wider.stdout
     );
-    let verified = run_hubcap(
+    let verified = run_hubcap_async(
         &["verify", "--config", path.to_str().unwrap(), "--json"],
         LIMIT,
-    );
+    )
+    .await;
     verified.assert_code(0);
     let report: serde_json::Value = serde_json::from_str(&verified.stdout).unwrap();
     assert_eq!(report["events"], 200, "{report}");

@@ -564,6 +564,9 @@ async fn checkpoint_swaps_follow_the_etag_and_keep_hubcaps_key_beside_the_sdks()
     assert_eq!(versions[0].0.sequence_number, Some(3));
     let properties = container.get_properties(blob).await.unwrap().unwrap();
     assert_eq!(properties.etag, versions[0].1);
+    // The record's write time is the blob's Last-Modified (what `hubcap status` shows).
+    let records = store.list_checkpoint_records().await.unwrap();
+    assert_eq!(records[0].last_modified, Some(properties.last_modified));
 
     let mut named = checkpoint("0", Some("400"), Some(4));
     named.committed_in = first.committed_in.clone();

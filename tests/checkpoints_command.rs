@@ -54,17 +54,13 @@ impl Outcome for Finished {
     }
 }
 
-/// Runs `hubcap checkpoints SUBCOMMAND --config CONFIG ARGS...` within [`COMMAND_LIMIT`], off
-/// the test's runtime threads (an in-process daemon may be running on them).
+/// Runs `hubcap checkpoints SUBCOMMAND --config CONFIG ARGS...` within [`COMMAND_LIMIT`].
 async fn checkpoints(subcommand: &str, config: &Path, args: &[&str]) -> Finished {
-    let mut argv: Vec<String> = vec!["checkpoints".into(), subcommand.into(), "--config".into()];
-    argv.push(config.to_str().expect("a UTF-8 temp path").to_owned());
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let shown = argv.join(" ");
-    let ran = tokio::task::spawn_blocking(move || run_hubcap(&argv, COMMAND_LIMIT))
-        .await
-        .expect("the command's waiter does not panic");
-    eprintln!("$ hubcap {shown}\n{}{}", ran.stdout, ran.stderr);
+    let config = config.to_str().expect("a UTF-8 temp path");
+    let mut argv = vec!["checkpoints", subcommand, "--config", config];
+    argv.extend_from_slice(args);
+    let ran = run_hubcap_async(&argv, COMMAND_LIMIT).await;
+    eprintln!("$ hubcap {}\n{}{}", argv.join(" "), ran.stdout, ran.stderr);
     ran
 }
 

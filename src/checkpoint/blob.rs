@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use futures_util::{stream, StreamExt as _};
 
 use super::{
-    Checkpoint, CheckpointStore, NameCase, Ownership, OwnershipClaim, RecordKind, StoreError,
-    StoreScope,
+    Checkpoint, CheckpointStore, ListedCheckpoint, NameCase, Ownership, OwnershipClaim, RecordKind,
+    StoreError, StoreScope,
 };
 use crate::storage::{BlobContainer, Condition, StorageError, Written};
 
@@ -207,7 +207,7 @@ impl CheckpointStore for BlobCheckpointStore {
         }
     }
 
-    async fn list_checkpoint_versions(&self) -> Result<Vec<(Checkpoint, String)>, StoreError> {
+    async fn list_checkpoint_records(&self) -> Result<Vec<ListedCheckpoint>, StoreError> {
         let records = self.list(RecordKind::Checkpoint).await?;
         records
             .into_iter()
@@ -232,7 +232,13 @@ impl CheckpointStore for BlobCheckpointStore {
                     sequence_number,
                     committed_in: value(COMMITTED_IN).and_then(|name| schema::decode_name(&name)),
                 };
-                Ok((checkpoint, item.etag.clone()))
+                Ok(ListedCheckpoint {
+                    checkpoint,
+                    version: item.etag.clone(),
+                    // The listing reports the epoch when the service left the time out.
+                    last_modified: Some(item.last_modified)
+                        .filter(|time| *time != std::time::SystemTime::UNIX_EPOCH),
+                })
             })
             .collect()
     }

@@ -124,6 +124,18 @@ pub struct Checkpoint {
     pub committed_in: Option<String>,
 }
 
+/// A checkpoint record as listed: the checkpoint, its version and when it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCheckpoint {
+    pub checkpoint: Checkpoint,
+    /// Opaque version for compare-and-swap (blob ETag, file generation).
+    pub version: String,
+    /// When the record was last written (the blob's Last-Modified, the file's modification
+    /// time); `None` when the store could not say. Operators read it as "how long since the
+    /// consumer last moved its position".
+    pub last_modified: Option<SystemTime>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be reached or answered with a transient failure: retry later.
@@ -175,7 +187,20 @@ pub trait CheckpointStore: Send + Sync {
     /// Every checkpoint record of the scope with its version (for [`Self::swap_checkpoint`]).
     fn list_checkpoint_versions(
         &self,
-    ) -> impl Future<Output = Result<Vec<(Checkpoint, String)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(Checkpoint, String)>, StoreError>> + Send {
+        async {
+            let records = self.list_checkpoint_records().await?;
+            Ok(records
+                .into_iter()
+                .map(|record| (record.checkpoint, record.version))
+                .collect())
+        }
+    }
+
+    /// Every checkpoint record of the scope with its version and write time.
+    fn list_checkpoint_records(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ListedCheckpoint>, StoreError>> + Send;
 
     /// Writes a checkpoint only if its record is still at `expected` (the version this writer
     /// last saw; `None`: the record must not exist yet). Returns the new version, or `None` when
@@ -218,10 +243,10 @@ impl CheckpointStore for Store {
         }
     }
 
-    async fn list_checkpoint_versions(&self) -> Result<Vec<(Checkpoint, String)>, StoreError> {
+    async fn list_checkpoint_records(&self) -> Result<Vec<ListedCheckpoint>, StoreError> {
         match self {
-            Store::File(store) => store.list_checkpoint_versions().await,
-            Store::Blob(store) => store.list_checkpoint_versions().await,
+            Store::File(store) => store.list_checkpoint_records().await,
+            Store::Blob(store) => store.list_checkpoint_records().await,
         }
     }
 

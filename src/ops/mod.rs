@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod checkpoints;
 pub mod position;
+pub mod status;
 
 use std::sync::Arc;
 

@@ -157,3 +157,21 @@ impl Drop for Subcommand {
 pub fn run_hubcap<S: AsRef<OsStr>>(args: &[S], limit: Duration) -> Finished {
     Subcommand::spawn(args, &[]).wait(limit)
 }
+
+/// [`run_hubcap`] on the blocking pool: an in-process emulator on the test's runtime keeps
+/// serving while the command runs.
+pub async fn run_hubcap_async<S: AsRef<OsStr>>(args: &[S], limit: Duration) -> Finished {
+    let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+    tokio::task::spawn_blocking(move || run_hubcap(&args, limit))
+        .await
+        .expect("the command's waiting thread")
+}
+
+impl Subcommand {
+    /// [`Subcommand::wait`] on the blocking pool.
+    pub async fn finished(self, limit: Duration) -> Finished {
+        tokio::task::spawn_blocking(move || self.wait(limit))
+            .await
+            .expect("the command's waiting thread")
+    }
+}

@@ -38,9 +38,12 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Checkpoint, CheckpointStore, CommitRecord, NameCase, Ownership, OwnershipClaim, RecordKind,
-    StoreError, StoreScope,
+    Checkpoint, CheckpointStore, CommitRecord, ListedCheckpoint, NameCase, Ownership,
+    OwnershipClaim, RecordKind, StoreError, StoreScope,
 };
+
+/// A record file as read: partition id, path, contents, modification time (when known).
+type RecordFile = (String, PathBuf, Vec<u8>, Option<SystemTime>);
 
 /// Marks a temp file: partition ids may not contain it, so a temp file is never a record.
 const TEMP_MARKER: &str = ".tmp-";
@@ -151,7 +154,7 @@ impl CheckpointStore for FileCheckpointStore {
             let records = layout.read_records(RecordKind::Ownership)?;
             records
                 .into_iter()
-                .map(|(partition_id, path, bytes)| {
+                .map(|(partition_id, path, bytes, _)| {
                     let record: OwnershipRecord = decode(&path, &bytes)?;
                     Ok(record.into_ownership(partition_id))
                 })
@@ -168,15 +171,19 @@ impl CheckpointStore for FileCheckpointStore {
         self.blocking(move |layout| layout.claim_all(&claims)).await
     }
 
-    async fn list_checkpoint_versions(&self) -> Result<Vec<(Checkpoint, String)>, StoreError> {
+    async fn list_checkpoint_records(&self) -> Result<Vec<ListedCheckpoint>, StoreError> {
         self.blocking(|layout| {
             let records = layout.read_records(RecordKind::Checkpoint)?;
             records
                 .into_iter()
-                .map(|(partition_id, path, bytes)| {
+                .map(|(partition_id, path, bytes, modified)| {
                     let record: CheckpointRecord = decode(&path, &bytes)?;
                     let version = record.version.to_string();
-                    Ok((record.into_checkpoint(partition_id), version))
+                    Ok(ListedCheckpoint {
+                        checkpoint: record.into_checkpoint(partition_id),
+                        version,
+                        last_modified: modified,
+                    })
                 })
                 .collect()
         })
@@ -248,12 +255,9 @@ impl Layout {
         Ok(self.root.join(name))
     }
 
-    /// Reads every record file of one kind as `(partition id, path, contents)`, sorted by
-    /// partition id. A missing directory holds no records.
-    fn read_records(
-        &self,
-        kind: RecordKind,
-    ) -> Result<Vec<(String, PathBuf, Vec<u8>)>, StoreError> {
+    /// Reads every record file of one kind as `(partition id, path, contents, modification
+    /// time)`, sorted by partition id. A missing directory holds no records.
+    fn read_records(&self, kind: RecordKind) -> Result<Vec<RecordFile>, StoreError> {
         let dir = self.dir(kind);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -276,8 +280,8 @@ impl Layout {
             if name.starts_with('.') || entry.file_type().is_ok_and(|kind| kind.is_dir()) {
                 continue;
             }
-            match fs::read(&path) {
-                Ok(bytes) => records.push((name, path, bytes)),
+            match read_with_modified_time(&path) {
+                Ok((bytes, modified)) => records.push((name, path, bytes, modified)),
                 Err(err) if err.kind() == ErrorKind::NotFound => continue,
                 Err(err) => {
                     return Err(io_failure(format_args!("reading {}", path.display()), err))
@@ -345,6 +349,19 @@ impl Layout {
         write_atomically(&path, &encode(&path, &record)?)?;
         Ok(Some(version.to_string()))
     }
+}
+
+/// A file's contents and modification time, both from one open file: a rename over the record
+/// between a read and a separate stat would pair the old contents with the new record's time.
+fn read_with_modified_time(path: &Path) -> io::Result<(Vec<u8>, Option<SystemTime>)> {
+    let mut file = File::open(path)?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes)?;
+    let modified = file
+        .metadata()
+        .and_then(|metadata| metadata.modified())
+        .ok();
+    Ok((bytes, modified))
 }
 
 /// The lock file of the record at `record`: `.lock-<file name>` in the same directory.

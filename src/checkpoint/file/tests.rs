@@ -653,3 +653,23 @@ async fn a_commit_record_is_kept_by_claims_that_carry_it() {
         .unwrap();
     assert_eq!(store.list_ownership().await.unwrap()[0].commit, None);
 }
+
+#[tokio::test]
+async fn a_checkpoint_is_listed_with_the_time_its_record_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let before = SystemTime::now() - Duration::from_secs(1);
+    store.update_checkpoint(&checkpoint_at(7)).await.unwrap();
+    let after = SystemTime::now() + Duration::from_secs(1);
+    let listed = store.list_checkpoint_records().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].checkpoint, checkpoint_at(7));
+    assert_eq!(listed[0].version, "1");
+    let written = listed[0]
+        .last_modified
+        .expect("a file has a modification time");
+    assert!(
+        before <= written && written <= after,
+        "{written:?} not in {before:?}..{after:?}"
+    );
+}
