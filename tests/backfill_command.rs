@@ -374,14 +374,7 @@ async fn into_blob_storage_a_wider_rerun_adds_only_what_is_missing() {
         .set("sink", "connection_string", &azurite.connection_string())
         .set("sink", "container", "archive")
         .set("sink", "path_format", ARCHIVE_PATH_FORMAT)
-        .remove("checkpoint_store", "path")
-        .set("checkpoint_store", "type", "azure_blob")
-        .set(
-            "checkpoint_store",
-            "connection_string",
-            &azurite.connection_string(),
-        )
-        .set("checkpoint_store", "container", "checkpoints");
+        .blob_store(&azurite.connection_string(), "checkpoints");
     let path = work.write_config("backfill.toml", &config);
     let all = batch(&emulator, 100).await;
     backfill(

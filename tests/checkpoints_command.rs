@@ -402,14 +402,7 @@ async fn export_then_import_into_a_fresh_container_and_into_a_file_store_resumes
     let blob_config = blob
         .config(emulator.amqp_addr())
         .sink(Sink::AvroFile)
-        .remove("checkpoint_store", "path")
-        .set("checkpoint_store", "type", "azure_blob")
-        .set(
-            "checkpoint_store",
-            "connection_string",
-            &azurite.connection_string(),
-        )
-        .set("checkpoint_store", "container", "imported");
+        .blob_store(&azurite.connection_string(), "imported");
     let blob_path = blob.write_config("blob.toml", &blob_config);
     checkpoints("import", &blob_path, &[document_arg])
         .await
@@ -501,14 +494,7 @@ async fn a_legacy_event_processor_host_lease_container_imports_and_hubcap_resume
     let config = work
         .config(emulator.amqp_addr())
         .sink(Sink::AvroFile)
-        .remove("checkpoint_store", "path")
-        .set("checkpoint_store", "type", "azure_blob")
-        .set(
-            "checkpoint_store",
-            "connection_string",
-            &azurite.connection_string(),
-        )
-        .set("checkpoint_store", "container", "checkpoints");
+        .blob_store(&azurite.connection_string(), "checkpoints");
     let config_path = work.write_config("hubcap.toml", &config);
     let imported = checkpoints(
         "import",

@@ -124,15 +124,7 @@ fn blob_config(
     azurite: &Azurite,
     owner: &str,
 ) -> HubcapConfig {
-    config(work, emulator, owner)
-        .remove("checkpoint_store", "path")
-        .set("checkpoint_store", "type", "azure_blob")
-        .set(
-            "checkpoint_store",
-            "connection_string",
-            &azurite.connection_string(),
-        )
-        .set("checkpoint_store", "container", CONTAINER)
+    config(work, emulator, owner).blob_store(&azurite.connection_string(), CONTAINER)
 }
 
 /// Several windows per partition (small byte limit), distinct owner ids.

@@ -54,15 +54,9 @@ impl StoreUnderTest {
     fn configure(&self, config: HubcapConfig) -> HubcapConfig {
         match self {
             StoreUnderTest::File => config,
-            StoreUnderTest::Blob(azurite) => config
-                .remove("checkpoint_store", "path")
-                .set("checkpoint_store", "type", "azure_blob")
-                .set(
-                    "checkpoint_store",
-                    "connection_string",
-                    &azurite.connection_string(),
-                )
-                .set("checkpoint_store", "container", CONTAINER),
+            StoreUnderTest::Blob(azurite) => {
+                config.blob_store(&azurite.connection_string(), CONTAINER)
+            }
         }
     }
 

@@ -119,6 +119,15 @@ impl HubcapConfig {
         self
     }
 
+    /// Switches the checkpoint store to Blob Storage: `container` of the account that
+    /// `connection_string` names (an Azurite's, in the tests).
+    pub fn blob_store(self, connection_string: &str, container: &str) -> Self {
+        self.remove("checkpoint_store", "path")
+            .set("checkpoint_store", "type", "azure_blob")
+            .set("checkpoint_store", "connection_string", connection_string)
+            .set("checkpoint_store", "container", container)
+    }
+
     /// Removes a key (e.g. the file store's `path` when switching to the blob store).
     pub fn remove(mut self, section: &str, key: &str) -> Self {
         if let Some((_, entries)) = self.sections.iter_mut().find(|(name, _)| name == section) {
