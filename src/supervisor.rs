@@ -82,6 +82,9 @@ impl Supervisor {
         // higher epoch) is not fought every cycle, and the record can expire for other
         // instances.
         let mut cooldown: HashMap<String, tokio::time::Instant> = HashMap::new();
+        // Partitions whose link was taken while their record stayed ours, retried at once (see
+        // `reap`), and until when a second such loss means a cooldown.
+        let mut retried: HashMap<String, tokio::time::Instant> = HashMap::new();
         let mut tasks: JoinSet<(String, PartitionExit)> = JoinSet::new();
         let mut next_cycle = tokio::time::Instant::now();
         let mut fatal = None;
@@ -95,7 +98,7 @@ impl Supervisor {
                     next_cycle = tokio::time::Instant::now() + self.settings.update_interval.mul_f64(1.0 + jitter);
                 }
                 Some(joined) = tasks.join_next() => {
-                    if let Some(error) = self.reap(joined, &mut owned, &mut cooldown) {
+                    if let Some(error) = self.reap(joined, &mut owned, &mut cooldown, &mut retried) {
                         fatal = Some(error);
                         break;
                     }
@@ -274,6 +277,7 @@ impl Supervisor {
         joined: Result<(String, PartitionExit), tokio::task::JoinError>,
         owned: &mut HashMap<String, Owned>,
         cooldown: &mut HashMap<String, tokio::time::Instant>,
+        retried: &mut HashMap<String, tokio::time::Instant>,
     ) -> Option<EventHubsError> {
         let (partition_id, exit) = match joined {
             Ok(result) => result,
@@ -282,13 +286,31 @@ impl Supervisor {
                 return None;
             }
         };
-        owned.remove(&partition_id);
+        let held = owned.remove(&partition_id);
         self.metrics.set_owned_partitions(owned.len());
         self.health.remove_partition(&partition_id);
         match exit {
             PartitionExit::Lost => {
                 self.metrics.ownership_change("lost");
                 let now = tokio::time::Instant::now();
+                retried.retain(|_, until| *until > now);
+                // The link was taken but the record is still ours: at start-up, a reader whose
+                // claim another instance overwrote a moment later attaches once before its
+                // renewal tells it so, and takes the rightful owner's link. Claiming the
+                // partition again at the next cycle takes the link back (that reader has given
+                // up by then); only a second such loss, a reader outside the store, waits out
+                // the cooldown. Without this the partition stays unread until the record
+                // expires.
+                let record_still_ours = held.is_some_and(|held| !held.lease.is_lost());
+                if record_still_ours && !retried.contains_key(&partition_id) {
+                    retried.insert(
+                        partition_id.clone(),
+                        now + self.settings.ownership_expiration * 2,
+                    );
+                    info!(partition_id = %partition_id, event = "lost",
+                        "partition task stopped: its link was taken while the ownership stays ours; claiming it again next cycle");
+                    return None;
+                }
                 cooldown.retain(|_, until| *until > now);
                 cooldown.insert(
                     partition_id.clone(),

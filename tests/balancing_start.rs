@@ -203,7 +203,12 @@ async fn a_fourth_instance_joining_three_takes_one_partition_per_cycle() {
     assert_eq!(
         counts_seen,
         vec![1, 2, 3],
-        "d took more than one at once: {steps:?}"
+        "d took more than one at once: {steps:?}\n{}",
+        instances
+            .iter()
+            .map(|i| i.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
     for pair in steps.windows(2) {
         let gap = pair[1].0 - pair[0].0;

@@ -150,8 +150,9 @@ async fn a_stolen_partition_is_never_checkpointed_again(sink: Sink) {
         committed_at_loss,
         "events were committed while the partition was stolen"
     );
-    // The store still names hubcap, so its supervisor claims the partition again every cycle;
-    // each new task is refused by the thief's higher epoch and gives it up without reading.
+    // The store still names hubcap, so its supervisor claims the partition again at the next
+    // cycle and then after each cooldown; each new task is refused by the thief's higher epoch
+    // and gives it up without reading.
     let claims = hubcap.count_logs(|l| l.has("owner_id") && l.has("event"));
     let lost = hubcap.count_logs(is_abandonment);
     eprintln!("while stolen: {claims} claims in total, {lost} tasks gave the partition up");

@@ -170,7 +170,7 @@ DETACH_CONDITIONS = (
     "amqp:link:detach-forced",
     "com.microsoft:server-busy",
     "amqp:link:detach-forced",
-    "amqp:link:stolen",  # a link stolen with nobody in the store: hubcap abandons and backs off
+    "amqp:link:stolen",  # a link stolen with nobody in the store: hubcap abandons, claims again
 )
 
 WARMUP_S = 4.0  # no faults while the fleet starts
