@@ -53,8 +53,11 @@ impl ConnectionFaults {
     /// Fails every open connection; returns how many were open.
     pub fn drop_all(&self) -> usize {
         let old = std::mem::take(&mut *lock(&self.generation));
+        // Counted before the cancel: a connection that sees it ends (and stops counting) at
+        // once, on another thread.
+        let open = self.open.load(Ordering::SeqCst);
         old.cancel();
-        self.open.load(Ordering::Relaxed)
+        open
     }
 
     pub fn refuse_for(&self, duration: Duration) {
