@@ -72,13 +72,7 @@ pub fn plan(input: &BalanceInput<'_>, rng: &mut impl Rng) -> Plan {
         .iter()
         .map(|o| (o.partition_id.as_str(), o))
         .collect();
-    let is_active = |o: &Ownership| {
-        !o.owner_id.is_empty()
-            && input
-                .now
-                .duration_since(o.last_modified)
-                .map_or(true, |age| age < input.ownership_expiration)
-    };
+    let is_active = |o: &Ownership| o.is_active(input.now, input.ownership_expiration);
     // Partitions per active owner; BTreeMap keeps the steal choice deterministic on ties.
     let mut owned_by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     owned_by.entry(input.me).or_default();

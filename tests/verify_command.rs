@@ -8,12 +8,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use azurite::Azurite;
 use common::*;
@@ -284,39 +283,13 @@ impl Verified {
 
 /// Runs `hubcap verify ARGS` to its end, within [`VERIFY_LIMIT`].
 fn verify(args: &[&OsStr]) -> Verified {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubcap"))
-        .arg("verify")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("hubcap verify starts");
-    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            pipe.read_to_string(&mut text).unwrap();
-            text
-        })
-    };
-    let stdout = read(Box::new(child.stdout.take().unwrap()));
-    let stderr = read(Box::new(child.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > VERIFY_LIMIT {
-            let _ = child.kill();
-            panic!("hubcap verify {args:?} still running after {VERIFY_LIMIT:?}");
-        }
-        std::thread::sleep(POLL);
-    };
+    let mut all = vec![OsStr::new("verify")];
+    all.extend_from_slice(args);
+    let finished = run_hubcap(&all, VERIFY_LIMIT);
     Verified {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
+        status: finished.status,
+        stdout: finished.stdout,
+        stderr: finished.stderr,
     }
 }
 

@@ -98,6 +98,20 @@ pub struct Ownership {
     pub commit: Option<CommitRecord>,
 }
 
+impl Ownership {
+    /// How long ago the record was written; a record from the future (clock skew) counts as
+    /// just written.
+    pub fn age(&self, now: SystemTime) -> std::time::Duration {
+        now.duration_since(self.last_modified).unwrap_or_default()
+    }
+
+    /// Whether an owner holds the partition: a non-empty owner id, written less than
+    /// `expiration` ago. The balancer's rule, which the operator commands apply too.
+    pub fn is_active(&self, now: SystemTime, expiration: std::time::Duration) -> bool {
+        !self.owner_id.is_empty() && self.age(now) < expiration
+    }
+}
+
 /// A request to own a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnershipClaim {

@@ -93,6 +93,20 @@ pub async fn verify_dir(root: &Path, path_format: &PathFormat) -> Result<Report,
 
 /// Verifies the configured sink's archive against the configured checkpoint store.
 pub async fn verify_config(config: &Config) -> Result<Report, VerifyError> {
+    let path_format = archive_path_format(config)?;
+    let checkpoints = read_checkpoints(config).await?;
+    let (archive, listing) = scan_configured(config, path_format, None).await?;
+    Ok(report::build(
+        archive,
+        path_format.as_str(),
+        listing,
+        Some(checkpoints),
+    ))
+}
+
+/// The configured sink's path format, which must name the partition (a file's partition comes
+/// from its name).
+fn archive_path_format(config: &Config) -> Result<&PathFormat, VerifyError> {
     let path_format = match &config.sink.kind {
         SinkKind::Stdout => return Err(VerifyError::NoArchive),
         SinkKind::AvroFile { path_format, .. } | SinkKind::AvroBlob { path_format, .. } => {
@@ -107,14 +121,7 @@ pub async fn verify_config(config: &Config) -> Result<Report, VerifyError> {
             },
         ));
     }
-    let checkpoints = read_checkpoints(config).await?;
-    let (archive, listing) = scan_configured(config, path_format, None).await?;
-    Ok(report::build(
-        archive,
-        path_format.as_str(),
-        listing,
-        Some(checkpoints),
-    ))
+    Ok(path_format)
 }
 
 /// What the configured archive holds of `partitions` (all when `None`): per partition, the
@@ -125,19 +132,10 @@ pub async fn archived_runs(
     config: &Config,
     partitions: Option<&[String]>,
 ) -> Result<BTreeMap<String, Vec<(i64, i64)>>, VerifyError> {
-    let path_format = match &config.sink.kind {
-        SinkKind::Stdout => return Ok(BTreeMap::new()),
-        SinkKind::AvroFile { path_format, .. } | SinkKind::AvroBlob { path_format, .. } => {
-            path_format
-        }
+    let path_format = match archive_path_format(config) {
+        Err(VerifyError::NoArchive) => return Ok(BTreeMap::new()),
+        found => found?,
     };
-    if !path_format.has_partition_id() {
-        return Err(VerifyError::PathFormat {
-            format: path_format.to_string(),
-            reason: "has no {PartitionId}: the archive's files cannot be told apart by partition"
-                .into(),
-        });
-    }
     if let SinkKind::AvroFile { path, .. } = &config.sink.kind {
         // The sink creates its directory with its first window: none yet holds nothing.
         if matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {

@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 
 use super::POLL;
 
+/// Whether process `pid` is stopped (SIGSTOP), from `/proc/<pid>/stat`.
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state == 'T' || state == 't')
+        })
+        .unwrap_or(false)
+}
+
 /// What a finished command left.
 #[derive(Debug)]
 pub struct Finished {
@@ -85,15 +96,9 @@ impl Subcommand {
         self.child.id()
     }
 
-    /// Whether the process is stopped (SIGSTOP), from `/proc/<pid>/stat`.
+    /// Whether the process is stopped (SIGSTOP).
     pub fn is_stopped(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|stat| {
-                let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-                Some(state == 'T' || state == 't')
-            })
-            .unwrap_or(false)
+        is_stopped(self.pid())
     }
 
     pub fn signal(&self, signal: &str) {

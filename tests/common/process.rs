@@ -320,15 +320,9 @@ impl Hubcap {
         self.signal("CONT");
     }
 
-    /// Whether the process is stopped (SIGSTOP), from `/proc/<pid>/stat`.
+    /// Whether the process is stopped (SIGSTOP).
     pub fn is_stopped(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|stat| {
-                let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-                Some(state == 'T' || state == 't')
-            })
-            .unwrap_or(false)
+        super::command::is_stopped(self.pid())
     }
 
     /// SIGTERM: drain and exit.

@@ -35,7 +35,8 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::eventhubs::{EventHubClient, ReceiverOptions};
 use crate::ops::position::PositionSpec;
-use crate::runtime::{client_settings, open_store, sink as configured_sink, supervisor_settings};
+use crate::ops::Fleet;
+use crate::runtime::{sink as configured_sink, supervisor_settings};
 pub use plan::SeqRange;
 use plan::{check_specs, missing, resolve_range};
 use progress::Progress;
@@ -79,12 +80,23 @@ pub async fn command(
         .consumer_group
         .clone()
         .unwrap_or_else(|| config.eventhub.consumer_group.clone());
-    let checkpoints = fleet_state(&config, group == config.eventhub.consumer_group).await?;
-    let mut settings = client_settings(&config)?;
-    settings.consumer_group = group.clone();
-    let client = Arc::new(EventHubClient::new(settings)?);
-    let result = backfill(&config, &args, &client, &group, &checkpoints, stop).await;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.close()).await;
+    let fleet = Fleet::open(config, Some(&group)).await?;
+    let reading_there = group == fleet.config.eventhub.consumer_group;
+    let result = match fleet_state(&fleet, reading_there).await {
+        Ok(checkpoints) => {
+            backfill(
+                &fleet.config,
+                &args,
+                &fleet.client,
+                &group,
+                &checkpoints,
+                stop,
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    fleet.close().await;
     result
 }
 
@@ -286,15 +298,12 @@ async fn run(
 /// resumes from it, and backfilling it too would make a second copy). With `reading_there`
 /// (backfill reads through the configured group), refuses while a processor owns partitions
 /// there: backfill's readers would disconnect it (or be refused).
-async fn fleet_state(
-    config: &Config,
-    reading_there: bool,
-) -> anyhow::Result<BTreeMap<String, i64>> {
-    let store = open_store(config).await?;
+async fn fleet_state(fleet: &Fleet, reading_there: bool) -> anyhow::Result<BTreeMap<String, i64>> {
     if reading_there {
-        refuse_beside_a_live_fleet(config, &store).await?;
+        refuse_beside_a_live_fleet(&fleet.config, &fleet.store).await?;
     }
-    let checkpoints = store
+    let checkpoints = fleet
+        .store
         .list_checkpoints()
         .await
         .context("reading the consumer group's checkpoints")?;
@@ -312,13 +321,13 @@ async fn refuse_beside_a_live_fleet(
         .list_ownership()
         .await
         .context("checking for processors that own partitions of the consumer group")?;
-    let expiration = config.load_balancing.ownership_expiration;
+    let (now, expiration) = (
+        SystemTime::now(),
+        config.load_balancing.ownership_expiration,
+    );
     let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ownership in ownerships {
-        let age = SystemTime::now()
-            .duration_since(ownership.last_modified)
-            .unwrap_or_default();
-        if !ownership.owner_id.is_empty() && age < expiration {
+        if ownership.is_active(now, expiration) {
             owners
                 .entry(ownership.owner_id)
                 .or_default()

@@ -68,15 +68,11 @@ impl OwnerState {
         match ownership {
             None => Self::NeverOwned,
             Some(o) if o.owner_id.is_empty() => Self::Released,
-            Some(o) => {
-                // A record from the future (clock skew) counts as just renewed.
-                let since = now.duration_since(o.last_modified).unwrap_or_default();
-                Self::Owned {
-                    owner_id: o.owner_id.clone(),
-                    since,
-                    live: since < expiration,
-                }
-            }
+            Some(o) => Self::Owned {
+                owner_id: o.owner_id.clone(),
+                since: o.age(now),
+                live: o.is_active(now, expiration),
+            },
         }
     }
 

@@ -302,10 +302,10 @@ fn partition_status(snapshot: &Snapshot, partition: &PartitionSnapshot) -> Parti
     let (ownership, owner_id) = match &partition.ownership {
         None => (OwnershipState::Unowned, None),
         Some(record) if record.owner_id.is_empty() => (OwnershipState::Released, None),
-        Some(record) if age(record.last_modified) >= snapshot.ownership_expiration => {
-            (OwnershipState::Expired, Some(record.owner_id.clone()))
+        Some(record) if record.is_active(now, snapshot.ownership_expiration) => {
+            (OwnershipState::Active, Some(record.owner_id.clone()))
         }
-        Some(record) => (OwnershipState::Active, Some(record.owner_id.clone())),
+        Some(record) => (OwnershipState::Expired, Some(record.owner_id.clone())),
     };
     let checkpoint = partition.checkpoint.as_ref();
     let mut warnings = Vec::new();
