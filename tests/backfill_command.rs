@@ -8,7 +8,7 @@ mod azurite;
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use azurite::Azurite;
@@ -60,24 +60,6 @@ async fn backfill(config: &Path, args: &[&str]) -> Finished {
     run_hubcap_async(&all, LIMIT).await
 }
 
-/// Every file under the checkpoint store's directory with its bytes.
-fn store_contents(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut found = Vec::new();
-    let mut pending = vec![root.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push((path.clone(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_time_range_archives_exactly_its_events_and_a_rerun_writes_nothing() {
     let emulator = start_emulator(PARTITIONS).await;
@@ -111,7 +93,7 @@ async fn a_time_range_archives_exactly_its_events_and_a_rerun_writes_nothing() {
     )
     .await
     .unwrap();
-    let checkpoints_before = store_contents(&work.checkpoints());
+    let checkpoints_before = store_files(&work.checkpoints());
 
     // The range is given by the exact enqueued times of its first and last events.
     let from = inside.iter().map(|i| i.3).min().unwrap();
@@ -159,7 +141,7 @@ async fn a_time_range_archives_exactly_its_events_and_a_rerun_writes_nothing() {
     );
     assert_eq!(archive.files(), files, "the second run wrote nothing");
     assert_eq!(
-        store_contents(&work.checkpoints()),
+        store_files(&work.checkpoints()),
         checkpoints_before,
         "checkpoints and ownerships untouched"
     );

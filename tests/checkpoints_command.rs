@@ -10,7 +10,7 @@ mod azurite;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use azurite::Azurite;
@@ -129,26 +129,6 @@ async fn read_to_the_end(
         .await;
     }
     daemon.stop_cleanly().await
-}
-
-/// Every record file of a file store, with its content: to show that nothing was written.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![root.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if !entry.file_name().to_string_lossy().starts_with(".lock") {
-                files.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
-            }
-        }
-    }
-    files
 }
 
 /// Waits until the wall clock is past `ms`, so the next append is enqueued later.
@@ -564,7 +544,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
     checkpoints("set", &config_path, &["--all", "--to", "seq:3"])
         .await
         .assert_ok("a first set");
-    let records = snapshot(&work.checkpoints());
+    let records = store_files(&work.checkpoints());
     assert!(!records.is_empty());
 
     let last_time = partitions(&emulator)[0].properties().last_enqueued_time_ms;
@@ -619,7 +599,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_written() {
             "event hub \"other\" (the document) is not \"hub1\"",
         );
     assert_eq!(
-        snapshot(&work.checkpoints()),
+        store_files(&work.checkpoints()),
         records,
         "nothing was written"
     );

@@ -112,3 +112,24 @@ pub fn file_state(path: &Path) -> Option<(Vec<u8>, SystemTime)> {
     let modified = std::fs::metadata(path).ok()?.modified().ok()?;
     Some((bytes, modified))
 }
+
+/// Every record file under a file store's directory, with its content (the lock files
+/// aside): equal before and after shows that nothing was written.
+pub fn store_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if !entry.file_name().to_string_lossy().starts_with(".lock") {
+                files.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    files
+}
