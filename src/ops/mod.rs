@@ -95,6 +95,26 @@ pub fn select(hub: &str, all: &[String], wanted: Option<&[String]>) -> anyhow::R
         .collect())
 }
 
+/// A human duration (ages, ETAs): `12s`, `4m05s`, `3h07m`, `2d04h`.
+pub fn human_duration(seconds: f64) -> String {
+    let total = seconds.max(0.0).floor() as u64;
+    let (d, h, m, s) = (
+        total / 86_400,
+        total / 3600 % 24,
+        total / 60 % 60,
+        total % 60,
+    );
+    if total < 60 {
+        format!("{s}s")
+    } else if total < 3600 {
+        format!("{m}m{s:02}s")
+    } else if total < 86_400 {
+        format!("{}h{m:02}m", total / 3600)
+    } else {
+        format!("{d}d{h:02}h")
+    }
+}
+
 /// `--partitions 0,3` as one argument (clap would take a `Vec` for repeated values).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionList(pub Vec<String>);

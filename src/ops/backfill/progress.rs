@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::human_duration;
+
 /// One partition's counters.
 #[derive(Debug)]
 pub struct PartitionProgress {
@@ -152,7 +154,7 @@ fn rate_and_eta(read: u64, total: u64, elapsed: Duration) -> String {
     format!(
         "{} events/s, ETA {}",
         human_count(rate),
-        human_duration(Duration::from_secs_f64(remaining.min(1e9)))
+        human_duration(remaining)
     )
 }
 
@@ -163,15 +165,6 @@ fn human_count(value: f64) -> String {
         format!("{:.0}k", value / 1e3)
     } else {
         format!("{value:.0}")
-    }
-}
-
-fn human_duration(duration: Duration) -> String {
-    let s = duration.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -272,7 +265,7 @@ mod tests {
             log_line(&snapshot(&[("0", 0, 10)], 0)),
             "backfill: 0 of 10 events read (0%), 0 of 1 partitions done, rate -, ETA -"
         );
-        assert_eq!(human_duration(Duration::from_secs(3725)), "1h02m");
-        assert_eq!(human_duration(Duration::from_secs(61)), "1m01s");
+        assert_eq!(human_duration(3725.0), "1h02m");
+        assert_eq!(human_duration(61.0), "1m01s");
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::report::{OwnerTotal, OwnershipState, Report};
+use crate::ops::human_duration;
 
 /// The report as one JSON document (`pretty` indents it; otherwise one line).
 pub fn render_json(report: &Report, pretty: bool) -> String {
@@ -15,26 +16,6 @@ pub fn render_json(report: &Report, pretty: bool) -> String {
     };
     // Plain data with string keys: serialization cannot fail.
     rendered.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-}
-
-/// A human age: `12s`, `4m05s`, `3h07m`, `2d04h`.
-pub fn human_duration(seconds: f64) -> String {
-    let total = seconds.max(0.0).floor() as u64;
-    let (d, h, m, s) = (
-        total / 86_400,
-        total / 3600 % 24,
-        total / 60 % 60,
-        total % 60,
-    );
-    if total < 60 {
-        format!("{s}s")
-    } else if total < 3600 {
-        format!("{m}m{s:02}s")
-    } else if total < 86_400 {
-        format!("{}h{m:02}m", total / 3600)
-    } else {
-        format!("{d}d{h:02}h")
-    }
 }
 
 fn ago(seconds: Option<f64>) -> String {

@@ -1,9 +1,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::render::{human_duration, render_json, render_table};
+use super::render::{render_json, render_table};
 use super::report::*;
 use crate::checkpoint::{Checkpoint, ListedCheckpoint, Ownership};
 use crate::eventhubs::{EventPosition, PartitionProperties};
+use crate::ops::human_duration;
 
 /// 2026-12-02T10:00:00Z: every fixture time is this minus some seconds.
 const NOW_MS: i64 = 1_796_205_600_000;
