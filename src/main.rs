@@ -39,8 +39,8 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
-    /// Print the events of archive files (Capture Avro, any codec) as JSON lines, in the
-    /// stdout sink's format.
+    /// Print the events of archive files (Capture Avro, Parquet or JSON Lines, any codec) as
+    /// JSON lines, in the stdout sink's format.
     Cat {
         /// Archive files, printed in the order given.
         #[arg(required = true, value_name = "FILE")]
@@ -58,7 +58,7 @@ enum Command {
     /// not run.
     #[command(group(clap::ArgGroup::new("archive").required(true).args(["config", "dir"])))]
     Verify {
-        /// The configured sink's archive (avro_file directory or avro_blob container) and the
+        /// The configured sink's archive (the file sink's directory or the blob sink's container) and the
         /// configured checkpoint store.
         #[arg(long, short)]
         config: Option<PathBuf>,

@@ -117,11 +117,11 @@ async fn sink(config: &Config) -> Result<String, String> {
         .map_err(|e| e.to_string())?
     {
         Sink::Stdout(_) => Ok("stdout".into()),
-        Sink::AvroFile(settings) => {
+        Sink::File(settings) => {
             probe_directory(&settings.root)?;
             Ok(format!("directory {} is writable", settings.root.display()))
         }
-        Sink::AvroBlob(settings) => {
+        Sink::Blob(settings) => {
             probe_container(&settings.container, "Storage Blob Data Contributor").await?;
             Ok(format!(
                 "container {:?} is writable",

@@ -136,22 +136,22 @@ pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
 pub async fn sink(config: &Config) -> Result<Sink, SetupError> {
     match &config.sink.kind {
         SinkKind::Stdout => Ok(Sink::Stdout(Default::default())),
-        SinkKind::AvroFile {
+        SinkKind::File {
             path,
             path_format,
-            codec,
+            format,
             file_mode,
-        } => Ok(Sink::AvroFile(Arc::new(FileSinkSettings {
+        } => Ok(Sink::File(Arc::new(FileSinkSettings {
             root: path.clone(),
             path_format: Arc::new(path_format.clone()),
-            codec: *codec,
+            format: format.clone(),
             file_mode: *file_mode,
         }))),
-        SinkKind::AvroBlob {
+        SinkKind::Blob {
             storage,
             container,
             path_format,
-            codec,
+            format,
             block_size,
         } => {
             let container = BlobContainer::connect(storage, container).map_err(|error| {
@@ -163,10 +163,10 @@ pub async fn sink(config: &Config) -> Result<Sink, SetupError> {
             if let Err(error) = container.create_container_if_missing().await {
                 tracing::debug!(error = %error, "sink container not created");
             }
-            Ok(Sink::AvroBlob(Arc::new(BlobSinkSettings {
+            Ok(Sink::Blob(Arc::new(BlobSinkSettings {
                 container,
                 path_format: Arc::new(path_format.clone()),
-                codec: *codec,
+                format: format.clone(),
                 block_size: usize::try_from(*block_size).unwrap_or(usize::MAX),
             })))
         }

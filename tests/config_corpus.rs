@@ -162,10 +162,10 @@ fn a_minimal_config_gets_production_defaults() {
     );
     assert_eq!(
         config.sink.kind,
-        SinkKind::AvroFile {
+        SinkKind::File {
             path: "/var/lib/hubcap/capture".into(),
             path_format: PathFormat::parse(DEFAULT_PATH_FORMAT).unwrap(),
-            codec: Codec::Null,
+            format: hubcap::sink::format::FileFormat::Avro { codec: Codec::Null },
             file_mode: 0o600,
         }
     );

@@ -1,6 +1,7 @@
 //! The sink conformance suite: one set of behavioural scenarios that every sink runs (`stdout`
-//! into a buffer, `avro_file` into a temporary directory, `avro_blob` into a real Azurite), so
-//! that a new sink or format inherits them by adding one [`Subject`] variant.
+//! into a buffer, `file` into a temporary directory, `blob` into a real Azurite, each file
+//! format to both), so that a new sink or format inherits them by adding one [`Subject`]
+//! variant or one line of `conformance!`.
 //!
 //! Each scenario drives a [`PartitionSink`] the way the partition task does (append, tick,
 //! flush, abandon) and then reads back what the destination holds: only committed data counts.
@@ -18,6 +19,9 @@ use hubcap::eventhubs::{EventBody, ReceivedEvent};
 use hubcap::secret::Secret;
 use hubcap::sink::blob::BlobSinkSettings;
 use hubcap::sink::file::FileSinkSettings;
+use hubcap::sink::format::{strip_archive_extension, FileFormat};
+use hubcap::sink::jsonl::BodyText;
+use hubcap::sink::parquet::ParquetSettings;
 use hubcap::sink::path_format::PathFormat;
 use hubcap::sink::stdout::{LineTarget, MemoryLines};
 use hubcap::sink::{Codec, PartitionSink, Sink, SinkError, WindowNames, WindowSettings};
@@ -36,44 +40,87 @@ const NEVER: WindowSettings = WindowSettings {
 /// A sink under test and the means to read its destination back.
 enum Subject {
     Stdout(Arc<MemoryLines>),
-    File(tempfile::TempDir),
+    File(tempfile::TempDir, FileFormat),
     Blob {
         azurite: Azurite,
         container: BlobContainer,
+        format: FileFormat,
     },
 }
 
+/// The formats the file and blob subjects write.
+fn avro() -> FileFormat {
+    FileFormat::CAPTURE
+}
+
+fn parquet() -> FileFormat {
+    FileFormat::Parquet(ParquetSettings {
+        codec: Codec::Zstd { level: 3 },
+        // Small, so the scenarios' windows span several row groups.
+        row_group_bytes: 64 * 1024,
+        body_utf8: true,
+    })
+}
+
+fn jsonl_gzip() -> FileFormat {
+    FileFormat::Jsonl {
+        codec: Codec::Gzip { level: 6 },
+        body: BodyText::Utf8,
+    }
+}
+
+fn jsonl_zstd() -> FileFormat {
+    FileFormat::Jsonl {
+        codec: Codec::Zstd { level: 3 },
+        body: BodyText::Base64,
+    }
+}
+
 impl Subject {
+    /// The extension of the names this subject commits under (what a record of its names).
+    fn extension(&self) -> &'static str {
+        match self {
+            Subject::Stdout(_) => "",
+            Subject::File(_, format) | Subject::Blob { format, .. } => format.extension(),
+        }
+    }
+
     fn stdout() -> Self {
         Subject::Stdout(Arc::default())
     }
 
-    fn file() -> Self {
-        Subject::File(tempfile::tempdir().unwrap())
+    fn file(format: FileFormat) -> Self {
+        Subject::File(tempfile::tempdir().unwrap(), format)
     }
 
-    async fn blob() -> Self {
+    async fn blob(format: FileFormat) -> Self {
         let azurite = Azurite::start();
         let storage = StorageAccount::ConnectionString(Secret::new(azurite.connection_string()));
         let container = BlobContainer::connect(&storage, "archive").unwrap();
         container.create_container_if_missing().await.unwrap();
-        Subject::Blob { azurite, container }
+        Subject::Blob {
+            azurite,
+            container,
+            format,
+        }
     }
 
     fn sink(&self) -> Sink {
         let path_format = Arc::new(PathFormat::parse(PATH_FORMAT).unwrap());
         match self {
             Subject::Stdout(memory) => Sink::Stdout(LineTarget::Memory(Arc::clone(memory))),
-            Subject::File(dir) => Sink::AvroFile(Arc::new(FileSinkSettings {
+            Subject::File(dir, format) => Sink::File(Arc::new(FileSinkSettings {
                 root: dir.path().to_owned(),
                 path_format,
-                codec: Codec::Null,
+                format: format.clone(),
                 file_mode: 0o600,
             })),
-            Subject::Blob { container, .. } => Sink::AvroBlob(Arc::new(BlobSinkSettings {
+            Subject::Blob {
+                container, format, ..
+            } => Sink::Blob(Arc::new(BlobSinkSettings {
                 container: container.clone(),
                 path_format,
-                codec: Codec::Null,
+                format: format.clone(),
                 block_size: 4 * 1024 * 1024,
             })),
         }
@@ -109,23 +156,31 @@ impl Subject {
                     vec![numbers]
                 }
             }
-            Subject::File(dir) => {
+            Subject::File(dir, format) => {
                 let mut windows: Vec<Vec<i64>> = archive_files(dir.path())
                     .iter()
-                    .map(|path| sequence_numbers(&std::fs::read(path).unwrap()))
+                    .map(|path| {
+                        let name = path.to_string_lossy();
+                        assert!(name.ends_with(format.extension()), "{name}");
+                        sequence_numbers(&name, &std::fs::read(path).unwrap())
+                    })
                     .collect();
                 windows.sort();
                 windows
             }
-            Subject::Blob { container, .. } => {
+            Subject::Blob {
+                container, format, ..
+            } => {
                 let mut windows = Vec::new();
                 for blob in container.list_with_metadata("").await.unwrap() {
+                    assert!(blob.name.ends_with(format.extension()), "{}", blob.name);
                     let bytes = container.download(&blob.name).await.unwrap();
-                    let numbers = sequence_numbers(&bytes);
+                    let numbers = sequence_numbers(&blob.name, &bytes);
                     if let Some(first) = numbers.first() {
                         assert_eq!(blob.metadata["firstsequencenumber"], first.to_string());
                         assert_eq!(blob.metadata["eventcount"], numbers.len().to_string());
                     }
+                    assert_eq!(blob.metadata["format"], format.name());
                     windows.push(numbers);
                 }
                 windows.sort();
@@ -138,7 +193,7 @@ impl Subject {
     async fn objects(&self) -> usize {
         match self {
             Subject::Stdout(_) => 0,
-            Subject::File(dir) => archive_files(dir.path()).len(),
+            Subject::File(dir, _) => archive_files(dir.path()).len(),
             Subject::Blob { container, .. } => {
                 container.list_with_metadata("").await.unwrap().len()
             }
@@ -148,7 +203,7 @@ impl Subject {
     /// Staging files the writer holds (file sink only).
     fn staging(&self) -> usize {
         match self {
-            Subject::File(dir) => std::fs::read_dir(dir.path().join(".hubcap-staging"))
+            Subject::File(dir, _) => std::fs::read_dir(dir.path().join(".hubcap-staging"))
                 .map_or(0, |entries| entries.count()),
             _ => 0,
         }
@@ -159,7 +214,7 @@ impl Subject {
         match self {
             Subject::Stdout(memory) => memory.failures_left.store(1, Ordering::SeqCst),
             // A file where the window's directory must go: the link fails (ENOTDIR).
-            Subject::File(dir) => std::fs::write(dir.path().join("hub"), b"in the way").unwrap(),
+            Subject::File(dir, _) => std::fs::write(dir.path().join("hub"), b"in the way").unwrap(),
             Subject::Blob { azurite, .. } => azurite.stop(),
         }
     }
@@ -167,7 +222,7 @@ impl Subject {
     fn repair_destination(&mut self) {
         match self {
             Subject::Stdout(memory) => memory.failures_left.store(0, Ordering::SeqCst),
-            Subject::File(dir) => std::fs::remove_file(dir.path().join("hub")).unwrap(),
+            Subject::File(dir, _) => std::fs::remove_file(dir.path().join("hub")).unwrap(),
             Subject::Blob { azurite, .. } => azurite.restart(),
         }
     }
@@ -184,7 +239,7 @@ fn archive_files(root: &Path) -> Vec<PathBuf> {
             }
             if path.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "avro") {
+            } else if strip_archive_extension(&path.to_string_lossy()).is_some() {
                 found.push(path);
             }
         }
@@ -192,7 +247,20 @@ fn archive_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn sequence_numbers(avro: &[u8]) -> Vec<i64> {
+/// The sequence numbers of a committed object: Avro read with apache-avro (independently of
+/// hubcap), the other formats with hubcap's archive reader (the interop tests read them with
+/// pyarrow, DuckDB and Python's json).
+fn sequence_numbers(name: &str, bytes: &[u8]) -> Vec<i64> {
+    if !name.ends_with(".avro") {
+        let mut numbers = Vec::new();
+        hubcap::archive::read(Path::new(name), bytes, |event| {
+            numbers.push(event.sequence_number);
+            true
+        })
+        .expect("a committed object is a whole archive file");
+        return numbers;
+    }
+    let avro = bytes;
     let reader = apache_avro::Reader::new(avro).expect("a committed object is a whole Avro file");
     reader
         .map(|record| {
@@ -407,8 +475,12 @@ macro_rules! conformance {
 }
 
 conformance!(stdout, Subject::stdout());
-conformance!(avro_file, Subject::file());
-conformance!(avro_blob, Subject::blob().await);
+conformance!(avro_file, Subject::file(avro()));
+conformance!(avro_blob, Subject::blob(avro()).await);
+conformance!(parquet_file, Subject::file(parquet()));
+conformance!(parquet_blob, Subject::blob(parquet()).await);
+conformance!(jsonl_gzip_file, Subject::file(jsonl_gzip()));
+conformance!(jsonl_zstd_blob, Subject::blob(jsonl_zstd()).await);
 
 // ---------------------------------------------------------------------------------------------
 // Beyond the shared scenarios
@@ -418,10 +490,10 @@ conformance!(avro_blob, Subject::blob().await);
 /// failing forever.
 #[tokio::test]
 async fn avro_file_drops_a_window_whose_staging_file_vanished() {
-    let subject = Subject::file();
+    let subject = Subject::file(avro());
     let mut sink = subject.open(NEVER);
     sink.append(&events(0..5)).await.unwrap();
-    let Subject::File(dir) = &subject else {
+    let Subject::File(dir, _) = &subject else {
         unreachable!()
     };
     for entry in std::fs::read_dir(dir.path().join(".hubcap-staging")).unwrap() {
@@ -444,7 +516,7 @@ async fn avro_file_drops_a_window_whose_staging_file_vanished() {
 /// partition (a new owner sharing the directory) leaves it, and the first can still commit.
 #[tokio::test]
 async fn avro_file_keeps_a_live_writers_staging_when_another_writer_starts() {
-    let subject = Subject::file();
+    let subject = Subject::file(avro());
     let mut first = subject.open(NEVER);
     first.append(&events(0..5)).await.unwrap();
     let _second = subject.open(NEVER);
@@ -498,7 +570,7 @@ async fn an_incomplete_reproduction_is_not_committed(subject: Subject) {
     sink.resume(CommitRecord {
         first_sequence_number: 0,
         last_sequence_number: 9,
-        name: "hub/p3/recorded.avro".into(),
+        name: format!("hub/p3/recorded{}", subject.extension()),
     });
     assert_eq!(sink.append(&events(0..5)).await.unwrap(), None);
     assert_eq!(sink.tick().await.unwrap(), None, "no age or size closes it");
@@ -515,7 +587,7 @@ async fn an_incomplete_reproduction_is_not_committed(subject: Subject) {
 /// A recorded name that holds other events (another writer sharing the archive) is never
 /// counted as this window's: the window is committed under another name.
 async fn a_recorded_name_holding_other_events_is_not_this_window(subject: Subject) {
-    let name = "hub/p3/shared.avro";
+    let name = &format!("hub/p3/shared{}", subject.extension());
     let mut other = subject.open(NEVER);
     other.resume(CommitRecord {
         first_sequence_number: 50,
@@ -546,7 +618,7 @@ async fn a_recorded_name_holding_other_events_is_not_this_window(subject: Subjec
         }
         other => panic!("expected a commit or a re-read, got {other:?}"),
     };
-    assert_ne!(committed.name.as_deref(), Some(name));
+    assert_ne!(committed.name.as_deref(), Some(name.as_str()));
     assert_eq!(
         subject.committed().await,
         vec![(0..5).collect::<Vec<_>>(), (50..55).collect::<Vec<_>>()]
@@ -579,8 +651,10 @@ macro_rules! named_sinks {
 
 mod exactly_once {
     use super::*;
-    named_sinks!(avro_file, Subject::file());
-    named_sinks!(avro_blob, Subject::blob().await);
+    named_sinks!(avro_file, Subject::file(avro()));
+    named_sinks!(avro_blob, Subject::blob(avro()).await);
+    named_sinks!(parquet_file, Subject::file(parquet()));
+    named_sinks!(jsonl_zstd_blob, Subject::blob(jsonl_zstd()).await);
 }
 
 /// Backfill's windows follow the events' enqueued time: named by the first event's (the events
@@ -588,7 +662,7 @@ mod exactly_once {
 /// plus the window's age (the caller commits then); an empty window is never opened.
 #[tokio::test]
 async fn avro_file_windows_by_event_time_are_named_and_closed_by_enqueued_time() {
-    let subject = Subject::file();
+    let subject = Subject::file(avro());
     let mut sink = subject.open(WindowSettings {
         max_age: Duration::from_millis(300),
         skip_empty: false,
@@ -617,7 +691,7 @@ async fn avro_file_windows_by_event_time_are_named_and_closed_by_enqueued_time()
 
 fn subject_root(subject: &Subject) -> &Path {
     match subject {
-        Subject::File(dir) => dir.path(),
+        Subject::File(dir, _) => dir.path(),
         _ => panic!("a file subject"),
     }
 }

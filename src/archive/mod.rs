@@ -4,10 +4,12 @@
 //! from its first bytes and streams its events, from a file or a blob download alike;
 //! [`read_file`] adds the partition a file's path names, as [`ArchivedEvent`]s, which print as
 //! the `stdout` sink's JSON lines (same field names, same value encoding,
-//! [`crate::sink::stdout`]). Capture Avro ([`capture`]) is the only format hubcap writes today;
-//! a new sink format adds its reader here.
+//! [`crate::sink::stdout`]). One reader per format hubcap writes: Capture Avro ([`capture`]),
+//! Parquet ([`parquet`]) and JSON Lines, plain or compressed ([`jsonl`]).
 
 pub mod capture;
+pub mod jsonl;
+pub mod parquet;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ pub enum ArchiveError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: not an archive hubcap reads (expected an Avro container file, which starts with \"Obj\\x01\")", path.display())]
+    #[error("{}: not an archive hubcap reads (expected an Avro container file, a Parquet file, or JSON Lines, plain or gzip/zstd-compressed)", path.display())]
     UnknownFormat { path: PathBuf },
     #[error("{}: not a readable Avro file: {reason}", path.display())]
     Avro { path: PathBuf, reason: String },
@@ -42,6 +44,8 @@ pub enum ArchiveError {
     },
     #[error("{}: not a Capture file: {reason}", path.display())]
     NotCapture { path: PathBuf, reason: String },
+    #[error("{}: not a readable Parquet file of hubcap's: {reason}", path.display())]
+    Parquet { path: PathBuf, reason: String },
 }
 
 /// The fields of a JSON line, in the order the `stdout` sink writes them.
@@ -125,16 +129,25 @@ pub fn write_json_line(archived: &ArchivedEvent, fields: Option<&[String]>, out:
 pub enum Format {
     /// Event Hubs Capture's Avro container file, any codec.
     CaptureAvro,
+    Parquet,
+    /// JSON Lines, as the whole file or inside a gzip or zstd stream.
+    Jsonl(jsonl::Compression),
 }
 
-/// Recognises a file's format from its first bytes.
+/// Recognises a file's format from its first bytes (its name only for an empty file, which is
+/// an empty window's JSON Lines file).
 pub fn detect(path: &Path, first_bytes: &[u8]) -> Result<Format, ArchiveError> {
-    if first_bytes.starts_with(b"Obj\x01") {
-        Ok(Format::CaptureAvro)
-    } else {
-        Err(ArchiveError::UnknownFormat {
+    let jsonl_name = path.to_string_lossy().ends_with(".jsonl");
+    match first_bytes {
+        [b'O', b'b', b'j', 1, ..] => Ok(Format::CaptureAvro),
+        [b'P', b'A', b'R', b'1', ..] => Ok(Format::Parquet),
+        [0x1f, 0x8b, ..] => Ok(Format::Jsonl(jsonl::Compression::Gzip)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Ok(Format::Jsonl(jsonl::Compression::Zstd)),
+        [b'{', ..] => Ok(Format::Jsonl(jsonl::Compression::None)),
+        [] if jsonl_name => Ok(Format::Jsonl(jsonl::Compression::None)),
+        _ => Err(ArchiveError::UnknownFormat {
             path: path.to_owned(),
-        })
+        }),
     }
 }
 
@@ -144,17 +157,27 @@ pub fn read_file(
     path: &Path,
     mut each: impl FnMut(ArchivedEvent) -> bool,
 ) -> Result<u64, ArchiveError> {
-    let file = std::fs::File::open(path).map_err(|source| ArchiveError::Open {
+    let open = |source| ArchiveError::Open {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(open)?;
     let partition_id = partition_from_path(path);
-    read(path, file, |event| {
+    let each = |event| {
         each(ArchivedEvent {
             partition_id: partition_id.clone(),
             event,
         })
-    })
+    };
+    // Parquet is read by seeking to its footer, not as a stream.
+    let mut magic = [0u8; 4];
+    let read_bytes = read_up_to(&mut file, &mut magic).map_err(open)?;
+    if detect(path, &magic[..read_bytes])? == Format::Parquet {
+        return parquet::read_file(path, file, each);
+    }
+    use std::io::Seek;
+    file.rewind().map_err(open)?;
+    read(path, file, each)
 }
 
 /// Calls `each` with every event of the archive `input` holds (a file, a blob being
@@ -178,6 +201,8 @@ pub fn read(
     let input = std::io::Cursor::new(magic).take(read as u64).chain(input);
     match format {
         Format::CaptureAvro => capture::read(name, input, each),
+        Format::Parquet => parquet::read(name, input, each),
+        Format::Jsonl(compression) => jsonl::read(name, input, compression, each),
     }
 }
 
@@ -204,7 +229,7 @@ pub fn partition_from_path(path: &Path) -> Option<String> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     let last = parts.pop()?;
-    let stem = last.strip_suffix(".avro")?;
+    let stem = crate::sink::format::strip_archive_extension(&last)?;
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !numeric(stem) || parts.len() < 6 {
         return None;
@@ -265,12 +290,30 @@ mod tests {
     }
 
     #[test]
-    fn only_avro_container_files_are_recognised() {
+    fn formats_are_recognised_by_their_first_bytes() {
         let path = Path::new("f");
         assert_eq!(detect(path, b"Obj\x01rest").unwrap(), Format::CaptureAvro);
-        let error = detect(path, b"{\"a\"").unwrap_err().to_string();
+        assert_eq!(detect(path, b"PAR1").unwrap(), Format::Parquet);
+        let jsonl = |compression| Format::Jsonl(compression);
+        assert_eq!(
+            detect(path, b"{\"a\"").unwrap(),
+            jsonl(jsonl::Compression::None)
+        );
+        assert_eq!(
+            detect(path, &[0x1f, 0x8b, 8, 0]).unwrap(),
+            jsonl(jsonl::Compression::Gzip)
+        );
+        assert_eq!(
+            detect(path, &[0x28, 0xb5, 0x2f, 0xfd]).unwrap(),
+            jsonl(jsonl::Compression::Zstd)
+        );
+        let error = detect(path, b"[1,2").unwrap_err().to_string();
         assert!(error.starts_with("f: not an archive"), "{error}");
         assert!(detect(path, b"").is_err());
+        assert_eq!(
+            detect(Path::new("w.jsonl"), b"").unwrap(),
+            jsonl(jsonl::Compression::None)
+        );
     }
 
     #[test]

@@ -37,8 +37,9 @@ use crate::balance::Strategy;
 use crate::checkpoint::NameCase;
 use crate::credential::CredentialSpec;
 use crate::eventhubs::{ConnectionString, EventPosition, FullyQualifiedNamespace};
+use crate::sink::format::FileFormat;
 use crate::sink::path_format::PathFormat;
-use crate::sink::{Codec, WindowSettings};
+use crate::sink::WindowSettings;
 use crate::storage::StorageAccount;
 use reader::{Ctx, Section};
 
@@ -168,28 +169,28 @@ pub struct SinkConfig {
 pub enum SinkKind {
     /// JSON lines on standard output.
     Stdout,
-    /// Capture-compatible Avro files in a local directory.
-    AvroFile {
+    /// Archive files in a local directory (`type = "file"`, or `"avro_file"`).
+    File {
         /// Root directory of the archive.
         path: PathBuf,
-        /// File path under `path`, from tokens; `.avro` is appended.
+        /// File path under `path`, from tokens; the format's extension is appended.
         path_format: PathFormat,
-        /// Avro block compression.
-        codec: Codec,
+        /// Avro, Parquet or JSON Lines, with its codec.
+        format: FileFormat,
         /// Permissions of the files written (octal in the config, `"0640"`).
         file_mode: u32,
     },
-    /// Capture-compatible Avro block blobs.
-    AvroBlob {
+    /// Archive block blobs (`type = "blob"`, or `"avro_blob"`).
+    Blob {
         /// The storage account and how to authenticate to it.
         storage: StorageAccount,
         /// Container name; taken from the URL when the storage is a `container_url`.
         container: String,
-        /// Blob name, from tokens; `.avro` is appended. Never uses `{LastSequenceNumber}`:
-        /// a blob is named when its window opens.
+        /// Blob name, from tokens; the format's extension is appended. Never uses
+        /// `{LastSequenceNumber}`: a blob is named when its window opens.
         path_format: PathFormat,
-        /// Avro block compression.
-        codec: Codec,
+        /// Avro, Parquet or JSON Lines, with its codec.
+        format: FileFormat,
         /// Size of the blocks staged while a window is open.
         block_size: u64,
     },

@@ -1,5 +1,5 @@
-//! `[sink]`: the sink type and its own keys, the Avro codec, and the window that decides when
-//! events are committed.
+//! `[sink]`: the sink type and its own keys, the archive format and its codec, and the window
+//! that decides when events are committed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,11 +7,15 @@ use std::time::Duration;
 use super::reader::{Ctx, Entry, Lookup, Section};
 use super::units::{GIB, KIB, MIB};
 use super::{path_format, storage, SinkConfig, SinkKind};
+use crate::sink::format::FileFormat;
+use crate::sink::jsonl::BodyText;
+use crate::sink::parquet::{ParquetSettings, DEFAULT_ROW_GROUP_BYTES};
 use crate::sink::path_format::PathFormat;
 use crate::sink::{Codec, WindowSettings};
 
 pub(super) const KEYS: &[&str] = &[
     "type",
+    "format",
     "max_window",
     "max_window_bytes",
     "skip_empty",
@@ -19,6 +23,8 @@ pub(super) const KEYS: &[&str] = &[
     "path_format",
     "codec",
     "compression_level",
+    "body",
+    "row_group_bytes",
     "file_mode",
     "connection_string",
     "connection_string_file",
@@ -31,14 +37,16 @@ pub(super) const KEYS: &[&str] = &[
 ];
 
 const WINDOW_KEYS: &[&str] = &["type", "max_window", "max_window_bytes", "skip_empty"];
-const AVRO_FILE_KEYS: &[&str] = &[
-    "path",
-    "path_format",
+/// Keys of every archive format; which apply to which format is checked by [`file_format`].
+const FORMAT_KEYS: &[&str] = &[
+    "format",
     "codec",
     "compression_level",
-    "file_mode",
+    "body",
+    "row_group_bytes",
 ];
-const AVRO_BLOB_KEYS: &[&str] = &["path_format", "codec", "compression_level", "block_size"];
+const FILE_KEYS: &[&str] = &["path", "path_format", "file_mode"];
+const BLOB_KEYS: &[&str] = &["path_format", "block_size"];
 
 const DEFAULT_ARCHIVE_PATH: &str = "/var/lib/hubcap/capture";
 const DEFAULT_FILE_MODE: u32 = 0o600;
@@ -51,20 +59,26 @@ pub(super) const DEFAULT_WINDOW: WindowSettings = WindowSettings {
     skip_empty: true,
 };
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Type {
     Stdout,
+    File,
+    Blob,
+    /// `type = "avro_file"`: `file` with format Avro, the name from before formats.
     AvroFile,
+    /// `type = "avro_blob"`: `blob` with format Avro.
     AvroBlob,
 }
 
 pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<SinkConfig> {
     let types = [
+        ("file", Type::File),
+        ("blob", Type::Blob),
+        ("stdout", Type::Stdout),
         ("avro_file", Type::AvroFile),
         ("avro_blob", Type::AvroBlob),
-        ("stdout", Type::Stdout),
     ];
-    let kind = section.choice(ctx, "type", "sink type", &types, Type::AvroFile);
+    let kind = section.choice(ctx, "type", "sink type", &types, Type::File);
     let defaults = DEFAULT_WINDOW;
     let window = WindowSettings {
         max_age: section.duration(
@@ -81,54 +95,64 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<SinkConfig> {
             section.finish(ctx, WINDOW_KEYS, KEYS, "sink type \"stdout\"");
             Some(SinkKind::Stdout)
         }
-        Lookup::Present(Type::AvroFile) => {
+        Lookup::Present(kind @ (Type::File | Type::AvroFile)) => {
+            let type_name = if kind == Type::File {
+                "file"
+            } else {
+                "avro_file"
+            };
+            let format = file_format(ctx, &mut section, type_name);
             let path = match section.take("path") {
                 Some(entry) => ctx.path(&entry),
                 None => Some(PathBuf::from(DEFAULT_ARCHIVE_PATH)),
             };
             let path_format = path_format(ctx, &mut section).map(|(format, _)| format);
-            let codec = codec(ctx, &mut section);
             let file_mode = match section.take("file_mode") {
                 Some(entry) => file_mode(ctx, &entry),
                 None => Some(DEFAULT_FILE_MODE),
             };
-            let allowed = [WINDOW_KEYS, AVRO_FILE_KEYS].concat();
-            section.finish(ctx, &allowed, KEYS, "sink type \"avro_file\"");
-            Some(SinkKind::AvroFile {
+            let allowed = [WINDOW_KEYS, FORMAT_KEYS, FILE_KEYS].concat();
+            section.finish(ctx, &allowed, KEYS, &format!("sink type \"{type_name}\""));
+            Some(SinkKind::File {
                 path: path?,
                 path_format: path_format?,
-                codec: codec?,
+                format: format?,
                 file_mode: file_mode?,
             })
         }
-        Lookup::Present(Type::AvroBlob) => {
+        Lookup::Present(kind @ (Type::Blob | Type::AvroBlob)) => {
+            let type_name = if kind == Type::Blob {
+                "blob"
+            } else {
+                "avro_blob"
+            };
+            let format = file_format(ctx, &mut section, type_name);
             let storage = storage::parse(ctx, &mut section);
             let path_format = path_format(ctx, &mut section).and_then(|(format, entry)| {
                 // A blob's name is fixed when its window opens, before its last event is known.
-                let check =
-                    if format.as_str().contains("{LastSequenceNumber}") {
-                        Err("{LastSequenceNumber} is not available with sink type \"avro_blob\": a \
-                         blob is named when its window opens; use {FirstSequenceNumber}"
-                        .to_owned())
-                    } else {
-                        Ok(())
-                    };
+                let check = if format.as_str().contains("{LastSequenceNumber}") {
+                    Err(format!(
+                        "{{LastSequenceNumber}} is not available with sink type \"{type_name}\": \
+                         a blob is named when its window opens; use {{FirstSequenceNumber}}"
+                    ))
+                } else {
+                    Ok(())
+                };
                 match entry {
                     Some(entry) => ctx.checked(&entry, format, check),
                     None => Some(format),
                 }
             });
-            let codec = codec(ctx, &mut section);
             let block_size =
                 section.size(ctx, "block_size", DEFAULT_BLOCK_SIZE, 64 * KIB..=100 * MIB);
-            let allowed = [WINDOW_KEYS, AVRO_BLOB_KEYS, storage::KEYS].concat();
-            section.finish(ctx, &allowed, KEYS, "sink type \"avro_blob\"");
+            let allowed = [WINDOW_KEYS, FORMAT_KEYS, BLOB_KEYS, storage::KEYS].concat();
+            section.finish(ctx, &allowed, KEYS, &format!("sink type \"{type_name}\""));
             let (storage, container) = storage?;
-            Some(SinkKind::AvroBlob {
+            Some(SinkKind::Blob {
                 storage,
                 container,
                 path_format: path_format?,
-                codec: codec?,
+                format: format?,
                 block_size,
             })
         }
@@ -141,6 +165,117 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<SinkConfig> {
         kind: kind?,
         window,
     })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum FormatName {
+    Avro,
+    Parquet,
+    Jsonl,
+}
+
+impl FormatName {
+    fn as_str(self) -> &'static str {
+        match self {
+            FormatName::Avro => "avro",
+            FormatName::Parquet => "parquet",
+            FormatName::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// `format` and the keys that depend on it: `codec` (and its `compression_level`), `body`,
+/// `row_group_bytes`. A key another format uses is named as such ("not used by format ...").
+fn file_format(ctx: &mut Ctx, section: &mut Section, type_name: &str) -> Option<FileFormat> {
+    let formats = [
+        ("avro", FormatName::Avro),
+        ("parquet", FormatName::Parquet),
+        ("jsonl", FormatName::Jsonl),
+    ];
+    let alias = type_name.starts_with("avro_");
+    let name = match section.choice(ctx, "format", "format", &formats, FormatName::Avro) {
+        Lookup::Present(name) => name,
+        Lookup::Absent | Lookup::Invalid => return None,
+    };
+    if alias && name != FormatName::Avro {
+        if let Some(entry) = section.take("format") {
+            let plain = type_name.trim_start_matches("avro_");
+            let message = format!(
+                "sink type \"{type_name}\" writes Avro; for {} use type = \"{plain}\" with \
+                 format = \"{}\"",
+                name.as_str(),
+                name.as_str()
+            );
+            ctx.error(&entry.key, entry.line, message);
+        }
+        return None;
+    }
+    let unused = |ctx: &mut Ctx, section: &mut Section, key: &str| {
+        if let Some(entry) = section.take(key) {
+            let message = format!("not used by format \"{}\"", name.as_str());
+            ctx.error(&entry.key, entry.line, message);
+        }
+    };
+    match name {
+        FormatName::Avro => {
+            unused(ctx, section, "body");
+            unused(ctx, section, "row_group_bytes");
+            let codec = codec(
+                ctx,
+                section,
+                name,
+                &[CODEC_NULL, CODEC_DEFLATE, CODEC_SNAPPY, CODEC_ZSTD],
+                Codec::Null,
+            );
+            Some(FileFormat::Avro { codec: codec? })
+        }
+        FormatName::Parquet => {
+            let codec = codec(
+                ctx,
+                section,
+                name,
+                &[CODEC_NULL, CODEC_SNAPPY, CODEC_ZSTD],
+                Codec::Zstd { level: 3 },
+            );
+            let body = body(ctx, section, BodyText::Base64);
+            let row_group_bytes = section.size(
+                ctx,
+                "row_group_bytes",
+                DEFAULT_ROW_GROUP_BYTES as u64,
+                64 * KIB..=GIB,
+            );
+            Some(FileFormat::Parquet(ParquetSettings {
+                codec: codec?,
+                row_group_bytes: usize::try_from(row_group_bytes).unwrap_or(usize::MAX),
+                body_utf8: body? == BodyText::Utf8,
+            }))
+        }
+        FormatName::Jsonl => {
+            unused(ctx, section, "row_group_bytes");
+            let codec = codec(
+                ctx,
+                section,
+                name,
+                &[CODEC_NULL, CODEC_GZIP, CODEC_ZSTD],
+                Codec::Null,
+            );
+            let body = body(ctx, section, BodyText::Utf8);
+            Some(FileFormat::Jsonl {
+                codec: codec?,
+                body: body?,
+            })
+        }
+    }
+}
+
+/// `body = "utf8" | "binary"`: whether a body that is valid UTF-8 is also (Parquet) or instead
+/// (JSON Lines) written as text.
+fn body(ctx: &mut Ctx, section: &mut Section, default: BodyText) -> Option<BodyText> {
+    let choices = [("utf8", BodyText::Utf8), ("binary", BodyText::Base64)];
+    match section.choice(ctx, "body", "body", &choices, default) {
+        Lookup::Present(body) => Some(body),
+        Lookup::Absent | Lookup::Invalid => None,
+    }
 }
 
 /// `path_format`, parsed, with its entry (`None` for the default).
@@ -163,54 +298,112 @@ fn path_format<'d>(
     }
 }
 
-/// `codec` and its `compression_level`, which only deflate and zstd take.
-fn codec(ctx: &mut Ctx, section: &mut Section) -> Option<Codec> {
-    #[derive(Clone, Copy)]
-    enum Name {
-        Null,
-        Deflate,
-        Snappy,
-        Zstd,
-    }
-    let names = [
-        ("null", Name::Null),
-        ("deflate", Name::Deflate),
-        ("snappy", Name::Snappy),
-        ("zstd", Name::Zstd),
+#[derive(Clone, Copy, PartialEq)]
+enum CodecName {
+    Null,
+    Deflate,
+    Snappy,
+    Zstd,
+    Gzip,
+}
+
+const CODEC_NULL: (&str, CodecName) = ("null", CodecName::Null);
+const CODEC_DEFLATE: (&str, CodecName) = ("deflate", CodecName::Deflate);
+const CODEC_SNAPPY: (&str, CodecName) = ("snappy", CodecName::Snappy);
+const CODEC_ZSTD: (&str, CodecName) = ("zstd", CodecName::Zstd);
+const CODEC_GZIP: (&str, CodecName) = ("gzip", CodecName::Gzip);
+
+/// `codec`, one of `allowed` (the format's), and its `compression_level`, which only deflate,
+/// zstd and gzip take.
+fn codec(
+    ctx: &mut Ctx,
+    section: &mut Section,
+    format: FormatName,
+    allowed: &[(&str, CodecName)],
+    default: Codec,
+) -> Option<Codec> {
+    let every = [
+        CODEC_NULL,
+        CODEC_DEFLATE,
+        CODEC_SNAPPY,
+        CODEC_ZSTD,
+        CODEC_GZIP,
     ];
-    let name = section.choice(ctx, "codec", "codec", &names, Name::Null);
     let level = section.take("compression_level");
+    let name = match section.take("codec") {
+        None => None,
+        Some(entry) => {
+            let value = ctx.string(&entry)?;
+            match every.iter().find(|(name, _)| *name == value) {
+                Some(found) if allowed.contains(found) => Some(found.1),
+                Some(_) => {
+                    let names: Vec<&str> = allowed.iter().map(|(name, _)| *name).collect();
+                    let message = format!(
+                        "codec {value:?} is not available with format \"{}\"; expected {}",
+                        format.as_str(),
+                        super::reader::one_of(&names)
+                    );
+                    ctx.error(&entry.key, entry.line, message);
+                    return None;
+                }
+                None => {
+                    ctx.choice(&entry, "codec", allowed)?;
+                    return None;
+                }
+            }
+        }
+    };
     let unused_level = |ctx: &mut Ctx, codec: &str| {
         if let Some(level) = &level {
             let message = format!("not used by codec \"{codec}\"");
             ctx.error(&level.key, level.line, message);
         }
     };
+    let leveled = |ctx: &mut Ctx, range: std::ops::RangeInclusive<i64>| {
+        level.as_ref().map(|entry| ctx.integer(entry, range))
+    };
     match name {
-        Lookup::Present(Name::Null) => {
+        None => match default {
+            // The format's default codec takes a level too.
+            Codec::Zstd { level: default } => match leveled(ctx, 1..=22) {
+                None => Some(Codec::Zstd { level: default }),
+                Some(level) => level
+                    .and_then(|l| i32::try_from(l).ok())
+                    .map(|level| Codec::Zstd { level }),
+            },
+            _ => {
+                unused_level(ctx, "null");
+                Some(default)
+            }
+        },
+        Some(CodecName::Null) => {
             unused_level(ctx, "null");
             Some(Codec::Null)
         }
-        Lookup::Present(Name::Snappy) => {
+        Some(CodecName::Snappy) => {
             unused_level(ctx, "snappy");
             Some(Codec::Snappy)
         }
-        Lookup::Present(Name::Deflate) => match &level {
-            // Level 1: fast, and most of the gain on JSON-like payloads.
+        // Level 1: fast, and most of the gain on JSON-like payloads.
+        Some(CodecName::Deflate) => match leveled(ctx, 0..=9) {
             None => Some(Codec::Deflate { level: 1 }),
-            Some(entry) => ctx
-                .integer(entry, 0..=9)
-                .and_then(|level| u32::try_from(level).ok())
+            Some(level) => level
+                .and_then(|l| u32::try_from(l).ok())
                 .map(|level| Codec::Deflate { level }),
         },
-        Lookup::Present(Name::Zstd) => match &level {
+        Some(CodecName::Zstd) => match leveled(ctx, 1..=22) {
             None => Some(Codec::Zstd { level: 3 }),
-            Some(entry) => ctx
-                .integer(entry, 1..=22)
-                .and_then(|level| i32::try_from(level).ok())
+            Some(level) => level
+                .and_then(|l| i32::try_from(l).ok())
                 .map(|level| Codec::Zstd { level }),
         },
-        Lookup::Absent | Lookup::Invalid => None,
+        // Level 6, as `gzip` itself.
+        Some(CodecName::Gzip) => match leveled(ctx, 0..=9) {
+            None => Some(Codec::Gzip { level: 6 }),
+            Some(level) => level
+                .and_then(|l| u32::try_from(l).ok())
+                .map(|level| Codec::Gzip { level }),
+        },
     }
 }
 

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::secret::Secret;
+use crate::sink::format::FileFormat;
+use crate::sink::Codec;
 
 fn connection_string(text: &str) -> EventHubConnection {
     EventHubConnection::ConnectionString(ConnectionString::parse(text).unwrap())
@@ -66,10 +68,10 @@ fn a_connection_string_with_entity_path_is_a_whole_config() {
     );
     assert_eq!(
         config.sink.kind,
-        SinkKind::AvroFile {
+        SinkKind::File {
             path: "/var/lib/hubcap/capture".into(),
             path_format: path_format(DEFAULT_PATH_FORMAT),
-            codec: Codec::Null,
+            format: FileFormat::CAPTURE,
             file_mode: 0o600,
         }
     );
@@ -187,14 +189,16 @@ fn blob_store_and_blob_sink_take_every_storage_form() {
     assert_eq!(blob_name_case, NameCase::Verbatim);
     assert_eq!(
         config.sink.kind,
-        SinkKind::AvroBlob {
+        SinkKind::Blob {
             storage: StorageAccount::AccountUrl {
                 account_url: "https://acct.blob.core.windows.net".into(),
                 credential: CredentialSpec::WorkloadIdentity,
             },
             container: "capture".into(),
             path_format: path_format("{PartitionId}/{FirstSequenceNumber}"),
-            codec: Codec::Zstd { level: 9 },
+            format: FileFormat::Avro {
+                codec: Codec::Zstd { level: 9 }
+            },
             block_size: 8 << 20,
         }
     );
@@ -228,13 +232,18 @@ fn the_other_sections_take_their_values() {
             owner_id: Some("host-1".into()),
         }
     );
-    let SinkKind::AvroFile {
-        codec, file_mode, ..
+    let SinkKind::File {
+        format, file_mode, ..
     } = config.sink.kind
     else {
-        panic!("expected avro_file");
+        panic!("expected a file sink");
     };
-    assert_eq!(codec, Codec::Deflate { level: 1 });
+    assert_eq!(
+        format,
+        FileFormat::Avro {
+            codec: Codec::Deflate { level: 1 }
+        }
+    );
     assert_eq!(file_mode, 0o640);
     assert_eq!(config.sink.window.max_age, Duration::from_secs(60));
     assert_eq!(config.sink.window.max_bytes, 4096);
@@ -355,4 +364,105 @@ fn a_secret_pasted_into_the_wrong_key_is_redacted() {
     let output = parse_err(&text);
     assert!(output.contains("invalid consumer group"), "{output}");
     assert!(!output.contains("SECRETKEY0123"), "{output}");
+}
+
+fn sink_format(sink: &str) -> Result<FileFormat, String> {
+    let text = format!("{}[sink]\n{sink}", minimal());
+    match parse(&text, "hubcap.toml", &no_env) {
+        Ok(config) => match config.sink.kind {
+            SinkKind::File { format, .. } | SinkKind::Blob { format, .. } => Ok(format),
+            SinkKind::Stdout => Err("stdout".into()),
+        },
+        Err(errors) => Err(errors.to_string()),
+    }
+}
+
+#[test]
+fn formats_take_their_own_codecs_and_defaults() {
+    use crate::sink::jsonl::BodyText;
+    use crate::sink::parquet::{ParquetSettings, DEFAULT_ROW_GROUP_BYTES};
+    assert_eq!(
+        sink_format("type = \"file\"\nformat = \"parquet\"\n"),
+        Ok(FileFormat::Parquet(ParquetSettings {
+            codec: Codec::Zstd { level: 3 },
+            row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
+            body_utf8: false,
+        }))
+    );
+    assert_eq!(
+        sink_format(
+            "format = \"parquet\"\ncodec = \"snappy\"\nbody = \"utf8\"\nrow_group_bytes = \"1MiB\"\n"
+        ),
+        Ok(FileFormat::Parquet(ParquetSettings {
+            codec: Codec::Snappy,
+            row_group_bytes: 1 << 20,
+            body_utf8: true,
+        }))
+    );
+    assert_eq!(
+        sink_format("format = \"parquet\"\ncompression_level = 9\n"),
+        Ok(FileFormat::Parquet(ParquetSettings {
+            codec: Codec::Zstd { level: 9 },
+            row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
+            body_utf8: false,
+        }))
+    );
+    assert_eq!(
+        sink_format("format = \"jsonl\"\ncodec = \"gzip\"\n"),
+        Ok(FileFormat::Jsonl {
+            codec: Codec::Gzip { level: 6 },
+            body: BodyText::Utf8
+        })
+    );
+    assert_eq!(
+        sink_format(
+            "type = \"avro_blob\"\ncontainer_url = \"https://a.blob.core.windows.net/cap?sig=x\"\n\
+             body = \"binary\"\n"
+        )
+        .unwrap_err(),
+        "hubcap.toml:6: [sink] body: not used by format \"avro\""
+    );
+    assert_eq!(
+        sink_format("type = \"file\"\nformat = \"jsonl\"\nbody = \"binary\"\ncodec = \"zstd\"\ncompression_level = 19\n"),
+        Ok(FileFormat::Jsonl {
+            codec: Codec::Zstd { level: 19 },
+            body: BodyText::Base64
+        })
+    );
+    assert_eq!(sink_format("format = \"avro\"\n"), Ok(FileFormat::CAPTURE));
+}
+
+#[test]
+fn a_codec_or_key_of_another_format_is_named_as_such() {
+    assert_eq!(
+        sink_format("format = \"parquet\"\ncodec = \"deflate\"\n").unwrap_err(),
+        "hubcap.toml:5: [sink] codec: codec \"deflate\" is not available with format \
+         \"parquet\"; expected \"null\", \"snappy\" or \"zstd\""
+    );
+    assert_eq!(
+        sink_format("format = \"jsonl\"\ncodec = \"snappy\"\n").unwrap_err(),
+        "hubcap.toml:5: [sink] codec: codec \"snappy\" is not available with format \
+         \"jsonl\"; expected \"null\", \"gzip\" or \"zstd\""
+    );
+    assert_eq!(
+        sink_format("codec = \"gzip\"\n").unwrap_err(),
+        "hubcap.toml:4: [sink] codec: codec \"gzip\" is not available with format \
+         \"avro\"; expected \"null\", \"deflate\", \"snappy\" or \"zstd\""
+    );
+    assert_eq!(
+        sink_format("format = \"jsonl\"\nrow_group_bytes = \"1MiB\"\n").unwrap_err(),
+        "hubcap.toml:5: [sink] row_group_bytes: not used by format \"jsonl\""
+    );
+    assert_eq!(
+        sink_format("type = \"avro_file\"\nformat = \"parquet\"\n").unwrap_err(),
+        "hubcap.toml:5: [sink] format: sink type \"avro_file\" writes Avro; for parquet use \
+         type = \"file\" with format = \"parquet\""
+    );
+    assert!(sink_format("format = \"orc\"\n")
+        .unwrap_err()
+        .contains("[sink] format: unknown format \"orc\""));
+    assert_eq!(
+        sink_format("type = \"stdout\"\nformat = \"jsonl\"\n").unwrap_err(),
+        "hubcap.toml:5: [sink] format: not used by sink type \"stdout\""
+    );
 }

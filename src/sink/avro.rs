@@ -128,6 +128,11 @@ pub struct CaptureWriter<W: Write> {
 impl<W: Write> CaptureWriter<W> {
     /// Starts a file: writes the header to `inner`.
     pub fn new(mut inner: W, codec: &Codec) -> Result<Self, AvroError> {
+        if let Codec::Gzip { .. } = codec {
+            return Err(AvroError::Encode(
+                "gzip is not an Avro codec (null, deflate, snappy, zstd)".into(),
+            ));
+        }
         let sync_marker: [u8; 16] = rand::random();
         let header = header(compress::codec_name(codec), &sync_marker);
         inner.write_all(&header)?;
@@ -306,7 +311,7 @@ const PARTITION_KEY: &str = "x-opt-partition-key";
 
 /// Keys written from the event's own fields; a duplicate among its system properties (an
 /// annotation of an unexpected type) is left out so every key appears once.
-fn is_synthesized(key: &str) -> bool {
+pub(crate) fn is_synthesized(key: &str) -> bool {
     key.starts_with("x-opt-")
         && [SEQUENCE_NUMBER, OFFSET, ENQUEUED_TIME, PARTITION_KEY].contains(&key)
 }

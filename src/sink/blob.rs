@@ -1,8 +1,9 @@
-//! The `avro_blob` sink: one Capture Avro block blob per partition window.
+//! The `blob` sink: one block blob per partition window, in the configured format (Avro,
+//! Parquet or JSON Lines, see [`super::format`]).
 //!
-//! The Avro bytes of the open window are staged as blocks of `block_size` as soon as that much
-//! is encoded, so memory stays bounded by about one block plus one Avro block however large the
-//! window; closing the window commits the block list (or, for a window smaller than one block,
+//! The encoded bytes of the open window are staged as blocks of `block_size` as soon as that
+//! much is encoded, so memory stays bounded by about one staged block plus one encoder block (an
+//! Avro block, a Parquet row group) however large the window; closing the window commits the block list (or, for a window smaller than one block,
 //! uploads it in one request). Both writes carry `If-None-Match: *`: a committed blob is never
 //! replaced. Bytes not yet staged stay in memory until a stage succeeds, so a commit that fails
 //! half-way can be retried without losing any. Uncommitted blocks of a crashed window are
@@ -11,7 +12,8 @@
 //! The blob name is rendered when the window opens (its start time, as Capture), because
 //! blocks are staged to a name; `{LastSequenceNumber}` is therefore not available here. A second
 //! window of the partition starting in the same second gets a `-1`, `-2`, ... suffix, as with
-//! `avro_file`. The blob's metadata records the first and last sequence numbers and the count.
+//! the `file` sink. The blob's metadata records the first and last sequence numbers, the count,
+//! the format and its schema version.
 //!
 //! Exactly once: a window reproduced from a commit record opens under the record's name. Two
 //! writers may then stage blocks to one blob name at once (a zombie and the new owner), so block
@@ -26,17 +28,16 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::eventhubs::ReceivedEvent;
-use crate::sink::avro::CaptureWriter;
+use crate::sink::format::{FileFormat, FormatError, FormatWriter};
 use crate::sink::path_format::{PathContext, PathFormat};
-use crate::sink::Codec;
 use crate::storage::{BlobContainer, Condition, StorageError};
 
-/// Settings shared by every partition of an `avro_blob` sink.
+/// Settings shared by every partition of a `blob` sink.
 #[derive(Debug, Clone)]
 pub struct BlobSinkSettings {
     pub container: BlobContainer,
     pub path_format: Arc<PathFormat>,
-    pub codec: Codec,
+    pub format: FileFormat,
     /// Staged block size.
     pub block_size: usize,
 }
@@ -45,8 +46,8 @@ pub struct BlobSinkSettings {
 pub enum BlobSinkError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("avro encoding: {0}")]
-    Avro(#[from] crate::sink::avro::AvroError),
+    #[error("encoding: {0}")]
+    Encode(#[from] FormatError),
     /// The window's blob cannot be completed under its name; its events must be read again.
     #[error("window lost: {reason}")]
     WindowLost { reason: String },
@@ -60,11 +61,11 @@ pub struct BlobWindow {
     name: String,
     /// Prefix of this window's block ids, so no other writer's blocks are ever committed.
     block_prefix: u64,
-    writer: Option<Box<CaptureWriter<Vec<u8>>>>,
-    /// Avro bytes encoded but not yet staged.
+    writer: Option<Box<FormatWriter<Vec<u8>>>>,
+    /// Bytes encoded but not yet staged.
     pending: BytesMut,
     block_ids: Vec<Vec<u8>>,
-    /// Avro bytes of the whole window, staged or not.
+    /// Encoded bytes of the whole window, staged or not.
     bytes: u64,
 }
 
@@ -86,13 +87,13 @@ pub struct BlobNames {
 }
 
 impl BlobNames {
-    fn next(&mut self, base: String) -> String {
+    fn next(&mut self, base: String, extension: &str) -> String {
         if self.last_base.as_deref() == Some(base.as_str()) {
             self.repeats += 1;
-            format!("{base}-{}.avro", self.repeats)
+            format!("{base}-{}{extension}", self.repeats)
         } else {
             self.repeats = 0;
-            let name = format!("{base}.avro");
+            let name = format!("{base}{extension}");
             self.last_base = Some(base);
             name
         }
@@ -108,10 +109,10 @@ impl BlobSinkSettings {
         names: &mut BlobNames,
         name: Option<&str>,
     ) -> Result<BlobWindow, BlobSinkError> {
-        let writer = CaptureWriter::new(Vec::new(), &self.codec)?;
+        let writer = FormatWriter::new(Vec::new(), &self.format, context.partition_id)?;
         let name = match name {
             Some(name) => name.to_owned(),
-            None => names.next(self.path_format.render(context)),
+            None => names.next(self.path_format.render(context), self.format.extension()),
         };
         let mut window = BlobWindow {
             name,
@@ -131,13 +132,11 @@ impl BlobSinkSettings {
         window: &mut BlobWindow,
         events: &[ReceivedEvent],
     ) -> Result<(), BlobSinkError> {
-        for event in events {
-            let writer = window.writer.as_mut().ok_or_else(sealed)?;
-            writer.append(event)?;
-            window.take_encoded();
-            while window.pending.len() >= self.block_size {
-                self.stage_pending(window, self.block_size).await?;
-            }
+        let writer = window.writer.as_mut().ok_or_else(sealed)?;
+        writer.append_all(events)?;
+        window.take_encoded();
+        while window.pending.len() >= self.block_size {
+            self.stage_pending(window, self.block_size).await?;
         }
         Ok(())
     }
@@ -171,7 +170,7 @@ impl BlobSinkSettings {
         }
     }
 
-    /// Finishes the Avro file and commits the blob; returns its name. Retryable on `Storage`
+    /// Finishes the file and commits the blob; returns its name. Retryable on `Storage`
     /// errors: staged blocks stay staged and unstaged bytes stay pending.
     pub async fn commit(
         &self,
@@ -251,7 +250,7 @@ impl BlobWindow {
         &self.name
     }
 
-    /// Moves what the Avro writer has encoded into `pending`.
+    /// Moves what the writer has encoded into `pending`.
     fn take_encoded(&mut self) {
         if let Some(writer) = self.writer.as_mut() {
             let encoded = writer.inner_mut();
@@ -263,18 +262,28 @@ impl BlobWindow {
         }
     }
 
-    /// Avro bytes of the window so far (staged, pending, and still in the encoder's block).
+    /// Bytes of the window so far (staged, pending, and still in the encoder's block).
     pub fn bytes(&self) -> u64 {
         self.bytes + self.writer.as_ref().map_or(0, |w| w.buffered_bytes())
     }
 }
 
 /// The metadata a committed window's blob carries.
-pub fn window_metadata(first: i64, last: i64, events: u64) -> HashMap<String, String> {
+pub fn window_metadata(
+    first: i64,
+    last: i64,
+    events: u64,
+    format: &FileFormat,
+) -> HashMap<String, String> {
     HashMap::from([
         (FIRST.to_owned(), first.to_string()),
         (LAST.to_owned(), last.to_string()),
         ("eventcount".to_owned(), events.to_string()),
+        ("format".to_owned(), format.name().to_owned()),
+        (
+            "schemaversion".to_owned(),
+            format.schema_version().to_owned(),
+        ),
     ])
 }
 
@@ -291,10 +300,10 @@ mod tests {
     #[test]
     fn windows_starting_in_the_same_second_get_distinct_names() {
         let mut names = BlobNames::default();
-        assert_eq!(names.next("p/0/00".into()), "p/0/00.avro");
-        assert_eq!(names.next("p/0/00".into()), "p/0/00-1.avro");
-        assert_eq!(names.next("p/0/00".into()), "p/0/00-2.avro");
-        assert_eq!(names.next("p/0/01".into()), "p/0/01.avro");
-        assert_eq!(names.next("p/0/01".into()), "p/0/01-1.avro");
+        assert_eq!(names.next("p/0/00".into(), ".avro"), "p/0/00.avro");
+        assert_eq!(names.next("p/0/00".into(), ".avro"), "p/0/00-1.avro");
+        assert_eq!(names.next("p/0/00".into(), ".avro"), "p/0/00-2.avro");
+        assert_eq!(names.next("p/0/01".into(), ".avro"), "p/0/01.avro");
+        assert_eq!(names.next("p/0/01".into(), ".avro"), "p/0/01-1.avro");
     }
 }

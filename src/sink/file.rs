@@ -1,7 +1,8 @@
-//! The `avro_file` sink: one Capture Avro file per partition window, committed atomically.
+//! The `file` sink: one archive file (Avro, Parquet or JSON Lines, see [`super::format`]) per
+//! partition window, committed atomically.
 //!
 //! A window is written to a staging file under `<root>/.hubcap-staging/` (hidden, ending in
-//! `.tmp`, so nothing that globs `*.avro` ever sees it). Commit = finish the Avro file, fsync it,
+//! `.tmp`, so nothing that globs `*.avro` ever sees it). Commit = finish the file, fsync it,
 //! link it to its final name with no-clobber semantics, remove the staging name, fsync both
 //! directories. Only then does the partition checkpoint. A crash before the link leaves only a
 //! staging file, deleted when the partition starts again; its events are read again from the
@@ -10,7 +11,7 @@
 //! Names: the path format rendered with the window's start time (UTC, when its first event
 //! arrived) — the time Capture names files by. A name that already exists (two windows starting
 //! in the same second) is never overwritten: a new window gets the first free `-1`, `-2`, ...
-//! suffix before `.avro` when it is about to commit, and that name goes into its commit record.
+//! suffix before the extension (`.avro`, `.parquet`, ...) when it is about to commit, and that name goes into its commit record.
 //! A window reproduced from a record keeps the record's name. The link that commits it is
 //! no-clobber, so when two writers commit one recorded window only one link succeeds; the other
 //! finds the name holding the same events (same file, or the same last sequence number) and
@@ -31,22 +32,21 @@ use std::sync::Arc;
 use rustix::fs::{flock, FlockOperation};
 
 use crate::eventhubs::ReceivedEvent;
-use crate::sink::avro::CaptureWriter;
+use crate::sink::format::{FileFormat, FormatError, FormatWriter};
 use crate::sink::path_format::{PathContext, PathFormat};
-use crate::sink::Codec;
 
 const STAGING_DIR: &str = ".hubcap-staging";
-/// Buffer between the Avro encoder and the file. Small on purpose: the encoder hands over whole
-/// ~256 KiB blocks, which `BufWriter` passes straight through; it only gathers the few bytes of
-/// each block's header. A block-sized buffer here would double every partition's memory.
+/// Buffer between the encoder and the file. Small on purpose: the encoders hand over whole
+/// blocks (~256 KiB of Avro or JSON lines, Parquet pages), which `BufWriter` passes straight
+/// through; it only gathers the few bytes of each block's header. A block-sized buffer here would double every partition's memory.
 const WRITE_BUFFER: usize = 8 * 1024;
 
-/// Settings shared by every partition of an `avro_file` sink.
+/// Settings shared by every partition of a `file` sink.
 #[derive(Debug, Clone)]
 pub struct FileSinkSettings {
     pub root: PathBuf,
     pub path_format: Arc<PathFormat>,
-    pub codec: Codec,
+    pub format: FileFormat,
     pub file_mode: u32,
 }
 
@@ -58,8 +58,8 @@ pub enum FileSinkError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("avro encoding: {0}")]
-    Avro(#[from] crate::sink::avro::AvroError),
+    #[error("encoding: {0}")]
+    Encode(#[from] FormatError),
     /// The window's file could not be completed; its events must be read again.
     #[error("window lost: {reason}")]
     WindowLost { reason: String },
@@ -82,14 +82,14 @@ fn io<'a>(
 /// One open window's file.
 pub struct FileWindow {
     staging_path: PathBuf,
-    /// `None` once finishing the Avro file failed: the window cannot be committed.
+    /// `None` once finishing the file failed: the window cannot be committed.
     state: Option<WindowFile>,
 }
 
 enum WindowFile {
     /// Events are still being appended.
-    Writing(Box<CaptureWriter<BufWriter<File>>>),
-    /// The Avro file is complete; linking it into place may still have to be retried.
+    Writing(Box<FormatWriter<BufWriter<File>>>),
+    /// The file is complete; linking it into place may still have to be retried.
     Sealed(File),
 }
 
@@ -133,14 +133,15 @@ impl FileSinkSettings {
     }
 
     /// The first name for this window that no file has: the path format rendered, then `-1`,
-    /// `-2`, ... before `.avro`. Relative to the root.
+    /// `-2`, ... before the extension. Relative to the root.
     pub fn free_name(&self, context: &PathContext<'_>) -> String {
         let base = self.path_format.render(context);
+        let extension = self.format.extension();
         for attempt in 0u32.. {
             let candidate = if attempt == 0 {
-                format!("{base}.avro")
+                format!("{base}{extension}")
             } else {
-                format!("{base}-{attempt}.avro")
+                format!("{base}-{attempt}{extension}")
             };
             if fs::symlink_metadata(self.root.join(&candidate)).is_err() {
                 return candidate;
@@ -154,9 +155,10 @@ impl FileSinkSettings {
         let dir = self.staging_dir();
         fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let staging_path = dir.join(format!(
-            "{}{}.avro.tmp",
+            "{}{}{}.tmp",
             staging_prefix(partition_id),
-            uuid::Uuid::new_v4().simple()
+            uuid::Uuid::new_v4().simple(),
+            self.format.extension()
         ));
         let file = OpenOptions::new()
             .write(true)
@@ -167,7 +169,8 @@ impl FileSinkSettings {
         // Held until the file is closed (committed or abandoned): marks it as a live writer's.
         flock(&file, FlockOperation::NonBlockingLockExclusive)
             .map_err(|errno| io("locking", &staging_path)(errno.into()))?;
-        let writer = CaptureWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file), &self.codec)?;
+        let buffered = BufWriter::with_capacity(WRITE_BUFFER, file);
+        let writer = FormatWriter::new(buffered, &self.format, partition_id)?;
         Ok(FileWindow {
             staging_path,
             state: Some(WindowFile::Writing(Box::new(writer))),
@@ -177,9 +180,9 @@ impl FileSinkSettings {
     /// Makes the window durable under `name` (relative to the root); returns its path, and the
     /// window back if the commit can be retried (under the same name, or, after
     /// [`FileSinkError::NameTaken`], another). `range` (first, last sequence number) tells this
-    /// window's events apart from another file's. The open Avro block is compressed here, on
+    /// window's events apart from another file's. The open block is encoded here, on
     /// the runtime's thread (compressor state lives there); fsync and link go to the blocking
-    /// pool. If finishing the Avro file fails the window is gone ([`FileSinkError::WindowLost`]).
+    /// pool. If finishing the file fails the window is gone ([`FileSinkError::WindowLost`]).
     pub async fn commit(
         self: &Arc<Self>,
         mut window: FileWindow,
@@ -257,9 +260,9 @@ impl FileSinkSettings {
 }
 
 impl FileWindow {
-    pub fn append(&mut self, event: &ReceivedEvent) -> Result<(), FileSinkError> {
+    pub fn append(&mut self, events: &[ReceivedEvent]) -> Result<(), FileSinkError> {
         match &mut self.state {
-            Some(WindowFile::Writing(writer)) => Ok(writer.append(event)?),
+            Some(WindowFile::Writing(writer)) => Ok(writer.append_all(events)?),
             _ => Err(FileSinkError::WindowLost {
                 reason: "appending to a window that is already sealed".into(),
             }),
@@ -279,7 +282,7 @@ impl FileWindow {
         Ok(())
     }
 
-    /// Bytes of Avro written for this window so far (flushed and buffered).
+    /// Bytes written for this window so far (flushed and buffered).
     pub fn bytes(&self) -> u64 {
         match &self.state {
             Some(WindowFile::Writing(writer)) => writer.bytes_written() + writer.buffered_bytes(),
@@ -334,7 +337,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Whether the Avro file at `path` holds the window `range`: it ends at the same event and
+/// Whether the archive file at `path` holds the window `range`: it ends at the same event and
 /// starts no later (a copy reproduced after the oldest events expired starts later, and is the
 /// same window). Reads the file; only a commit that finds its name taken gets here.
 fn holds_window(path: &Path, range: Option<(i64, i64)>) -> bool {

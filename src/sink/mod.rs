@@ -10,8 +10,9 @@
 //! as it was, so the partition backs off and calls [`PartitionSink::flush`] again; a window that
 //! cannot be finished is dropped, and its events are read again from its first one.
 //!
-//! The writers: [`stdout`] (JSON lines), and Capture Avro ([`avro`]) to local files ([`file`](mod@file))
-//! or block blobs ([`blob`]), named by [`path_format`].
+//! The writers: [`stdout`] (JSON lines), and archive files in a [`format`] (Capture Avro
+//! ([`avro`]), Parquet ([`parquet`]) or JSON Lines ([`jsonl`])) to local files
+//! ([`file`](mod@file)) or block blobs ([`blob`]), named by [`path_format`].
 //!
 //! Exactly once in the archive (`docs/exactly-once.md`): before a file or blob is committed,
 //! [`PartitionSink::flush`] writes the window's commit record (first and last sequence number,
@@ -25,6 +26,11 @@ pub mod avro;
 pub mod blob;
 pub mod codec;
 pub mod file;
+#[cfg(test)]
+mod fixtures;
+pub mod format;
+pub mod jsonl;
+pub mod parquet;
 pub mod path_format;
 pub mod stdout;
 pub mod window;
@@ -51,8 +57,8 @@ pub use window::{Rollover, WindowSettings};
 #[derive(Debug, Clone)]
 pub enum Sink {
     Stdout(LineTarget),
-    AvroFile(Arc<FileSinkSettings>),
-    AvroBlob(Arc<BlobSinkSettings>),
+    File(Arc<FileSinkSettings>),
+    Blob(Arc<BlobSinkSettings>),
 }
 
 /// Names that path formats substitute, fixed for the process.
@@ -177,14 +183,14 @@ impl Sink {
                 target: target.clone(),
                 lines: Vec::new(),
             },
-            Sink::AvroFile(file) => {
+            Sink::File(file) => {
                 file.clean_staging(partition_id);
-                Writer::AvroFile {
+                Writer::File {
                     settings: Arc::clone(file),
                     window: None,
                 }
             }
-            Sink::AvroBlob(blob) => Writer::AvroBlob {
+            Sink::Blob(blob) => Writer::Blob {
                 settings: Arc::clone(blob),
                 names: BlobNames::default(),
                 window: None,
@@ -607,11 +613,11 @@ impl PartitionSink {
 enum Writer {
     /// Complete JSON lines of the window.
     Stdout { target: LineTarget, lines: Vec<u8> },
-    AvroFile {
+    File {
         settings: Arc<FileSinkSettings>,
         window: Option<FileWindow>,
     },
-    AvroBlob {
+    Blob {
         settings: Arc<BlobSinkSettings>,
         /// Blob names given so far, so same-second windows get distinct names.
         names: BlobNames,
@@ -625,14 +631,14 @@ impl Writer {
     fn open(&mut self, context: &PathContext<'_>, name: Option<&str>) -> Result<(), WriteError> {
         match self {
             Writer::Stdout { lines, .. } => lines.clear(),
-            Writer::AvroFile { settings, window } => {
+            Writer::File { settings, window } => {
                 *window = Some(
                     settings
                         .open_window(context.partition_id)
                         .map_err(WriteError::File)?,
                 );
             }
-            Writer::AvroBlob {
+            Writer::Blob {
                 settings,
                 names,
                 window,
@@ -652,8 +658,8 @@ impl Writer {
     fn fresh_name(&self, context: &PathContext<'_>) -> Option<String> {
         match self {
             Writer::Stdout { .. } => None,
-            Writer::AvroFile { settings, .. } => Some(settings.free_name(context)),
-            Writer::AvroBlob { window, .. } => window.as_ref().map(|w| w.name().to_owned()),
+            Writer::File { settings, .. } => Some(settings.free_name(context)),
+            Writer::Blob { window, .. } => window.as_ref().map(|w| w.name().to_owned()),
         }
     }
 
@@ -669,18 +675,15 @@ impl Writer {
                 }
                 Ok(())
             }
-            Writer::AvroFile { window, .. } => {
+            Writer::File { window, .. } => {
                 let window = window.as_mut().ok_or_else(|| {
                     WriteError::File(FileSinkError::WindowLost {
                         reason: "no open file".into(),
                     })
                 })?;
-                events
-                    .iter()
-                    .try_for_each(|event| window.append(event))
-                    .map_err(WriteError::File)
+                window.append(events).map_err(WriteError::File)
             }
-            Writer::AvroBlob {
+            Writer::Blob {
                 settings, window, ..
             } => {
                 let window = window.as_mut().ok_or_else(|| {
@@ -700,8 +703,8 @@ impl Writer {
     fn bytes(&self) -> u64 {
         match self {
             Writer::Stdout { lines, .. } => lines.len() as u64,
-            Writer::AvroFile { window, .. } => window.as_ref().map_or(0, FileWindow::bytes),
-            Writer::AvroBlob { window, .. } => window.as_ref().map_or(0, BlobWindow::bytes),
+            Writer::File { window, .. } => window.as_ref().map_or(0, FileWindow::bytes),
+            Writer::Blob { window, .. } => window.as_ref().map_or(0, BlobWindow::bytes),
         }
     }
 
@@ -720,7 +723,7 @@ impl Writer {
                 target.commit(lines).await.map_err(WriteError::Stdout)?;
                 Ok(None)
             }
-            Writer::AvroFile { settings, window } => {
+            Writer::File { settings, window } => {
                 let (Some(open), Some(name)) = (window.take(), name) else {
                     return Ok(None);
                 };
@@ -730,7 +733,7 @@ impl Writer {
                     .map(|path| Some((path.display().to_string(), name.to_owned())))
                     .map_err(WriteError::File)
             }
-            Writer::AvroBlob {
+            Writer::Blob {
                 settings, window, ..
             } => {
                 let Some(open) = window.as_mut() else {
@@ -740,6 +743,7 @@ impl Writer {
                     context.first_sequence_number,
                     context.last_sequence_number,
                     events,
+                    &settings.format,
                 );
                 let result = settings.commit(open, metadata).await;
                 if result.is_ok()
@@ -760,12 +764,12 @@ impl Writer {
     fn abandon(&mut self) {
         match self {
             Writer::Stdout { lines, .. } => lines.clear(),
-            Writer::AvroFile { settings, window } => {
+            Writer::File { settings, window } => {
                 if let Some(open) = window.take() {
                     settings.abandon(open);
                 }
             }
-            Writer::AvroBlob { window, .. } => *window = None,
+            Writer::Blob { window, .. } => *window = None,
         }
     }
 }

@@ -387,7 +387,8 @@ impl UtcTime {
 
 /// Reading names back: which partition an archive name belongs to (`hubcap verify`).
 ///
-/// A name is the rendered template, an optional `-N` collision suffix and `.avro`. Each token
+/// A name is the rendered template, an optional `-N` collision suffix and the format's
+/// extension (`.avro`, `.parquet`, `.jsonl`, `.jsonl.gz`, `.jsonl.zst`). Each token
 /// matches what [`PathFormat::render`] writes for it: `{Year}` four digits, the other date and
 /// time tokens two, the sequence-number tokens a decimal number (`-1` for an empty window),
 /// and the name tokens (`{Namespace}`, `{EventHub}`, `{ConsumerGroup}`, `{PartitionId}`) any
@@ -397,9 +398,9 @@ impl UtcTime {
 /// is ambiguous and has no partition.
 impl PathFormat {
     /// The partition id in `relative_name` (`/`-separated, relative to the archive root, with
-    /// its `.avro` extension), or `None` if this format did not produce that name.
+    /// its extension), or `None` if this format did not produce that name.
     pub fn partition_of(&self, relative_name: &str) -> Option<String> {
-        let stem = relative_name.strip_suffix(".avro")?;
+        let stem = super::format::strip_archive_extension(relative_name)?;
         // The sink adds `-1`, `-2`, ... to a name that was taken; a name may also end in
         // digits of its own (`{FirstSequenceNumber}` of `-1`), so both readings are tried.
         without_collision_suffix(stem)

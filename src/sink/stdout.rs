@@ -17,13 +17,25 @@ use base64::Engine as _;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use super::jsonl::BodyText;
 use crate::eventhubs::{EventBody, PropertyValue, ReceivedEvent};
 
-/// Appends one JSON line for `event` to `out`.
+/// Appends one JSON line for `event` to `out`, its body as text when it is valid UTF-8.
 pub fn write_line(partition_id: &str, event: &ReceivedEvent, out: &mut Vec<u8>) {
+    write_line_with(partition_id, event, BodyText::Utf8, out);
+}
+
+/// Appends one JSON line for `event` to `out`, its body written as `body` says.
+pub fn write_line_with(
+    partition_id: &str,
+    event: &ReceivedEvent,
+    body: BodyText,
+    out: &mut Vec<u8>,
+) {
     let line = JsonLine {
         partition_id,
         event,
+        body,
     };
     // Serializing into a Vec cannot fail: every value has a JSON form.
     if serde_json::to_writer(&mut *out, &line).is_ok() {
@@ -95,6 +107,7 @@ fn write_stdout(buffer: &[u8]) -> std::io::Result<()> {
 struct JsonLine<'a> {
     partition_id: &'a str,
     event: &'a ReceivedEvent,
+    body: BodyText,
 }
 
 impl Serialize for JsonLine<'_> {
@@ -110,17 +123,20 @@ impl Serialize for JsonLine<'_> {
         map.serialize_entry("system_properties", &Properties(&e.system_properties))?;
         match &e.body {
             EventBody::Empty => map.serialize_entry("body", &())?,
+            body @ (EventBody::Value(_) | EventBody::Sequence(_)) => {
+                map.serialize_entry("body", &BodyValue(body))?;
+                map.serialize_entry("body_type", body_type(body))?;
+            }
             body => {
                 let bytes = body.bytes().unwrap_or_default();
-                match std::str::from_utf8(&bytes) {
-                    Ok(text) if !matches!(body, EventBody::Value(_) | EventBody::Sequence(_)) => {
-                        map.serialize_entry("body", text)?
-                    }
-                    _ if matches!(body, EventBody::Value(_) | EventBody::Sequence(_)) => {
-                        map.serialize_entry("body", &BodyValue(body))?;
-                        map.serialize_entry("body_type", body_type(body))?;
-                    }
-                    _ => {
+                // Checked for UTF-8 only when text is wanted.
+                let text = match self.body {
+                    BodyText::Utf8 => std::str::from_utf8(&bytes).ok(),
+                    BodyText::Base64 => None,
+                };
+                match text {
+                    Some(text) => map.serialize_entry("body", text)?,
+                    None => {
                         map.serialize_entry("body", &base64_text(&bytes))?;
                         map.serialize_entry("body_encoding", "base64")?;
                     }

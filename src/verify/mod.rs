@@ -109,9 +109,7 @@ pub async fn verify_config(config: &Config) -> Result<Report, VerifyError> {
 fn archive_path_format(config: &Config) -> Result<&PathFormat, VerifyError> {
     let path_format = match &config.sink.kind {
         SinkKind::Stdout => return Err(VerifyError::NoArchive),
-        SinkKind::AvroFile { path_format, .. } | SinkKind::AvroBlob { path_format, .. } => {
-            path_format
-        }
+        SinkKind::File { path_format, .. } | SinkKind::Blob { path_format, .. } => path_format,
     };
     if !path_format.has_partition_id() {
         return Err(parse_path_format(path_format.as_str()).err().unwrap_or(
@@ -136,7 +134,7 @@ pub async fn archived_runs(
         Err(VerifyError::NoArchive) => return Ok(BTreeMap::new()),
         found => found?,
     };
-    if let SinkKind::AvroFile { path, .. } = &config.sink.kind {
+    if let SinkKind::File { path, .. } = &config.sink.kind {
         // The sink creates its directory with its first window: none yet holds nothing.
         if matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
             return Ok(BTreeMap::new());
@@ -166,11 +164,11 @@ async fn scan_configured(
 ) -> Result<(String, source::Listing), VerifyError> {
     match &config.sink.kind {
         SinkKind::Stdout => Err(VerifyError::NoArchive),
-        SinkKind::AvroFile { path, .. } => Ok((
+        SinkKind::File { path, .. } => Ok((
             path.display().to_string(),
             scan_dir(path.clone(), path_format.clone(), partitions).await?,
         )),
-        SinkKind::AvroBlob {
+        SinkKind::Blob {
             storage, container, ..
         } => {
             let container =

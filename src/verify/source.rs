@@ -16,12 +16,14 @@ use crate::archive::ArchiveError;
 use crate::sink::path_format::PathFormat;
 use crate::storage::{BlobContainer, StorageError};
 
-/// The `avro_file` sink's staging directory: windows not committed yet.
+/// The `file` sink's staging directory: windows not committed yet.
 const STAGING_DIR: &str = ".hubcap-staging";
 /// `check-config --connect`'s probe (a blob, or a hidden file in a directory).
 const PROBE: &str = crate::preflight::PROBE_NAME;
-/// The extension of every archive file hubcap writes today.
-const ARCHIVE_EXTENSION: &str = ".avro";
+/// Whether a name ends in the extension of an archive format hubcap writes.
+fn is_archive(name: &str) -> bool {
+    crate::sink::format::strip_archive_extension(name).is_some()
+}
 
 /// One archive object, read.
 #[derive(Debug)]
@@ -148,7 +150,7 @@ fn walk(
             .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
         if file_type.is_dir() {
             walk(root, &path, found, ignored)?;
-        } else if relative.ends_with(ARCHIVE_EXTENSION) && !path.is_dir() {
+        } else if is_archive(&relative) && !path.is_dir() {
             found.push((relative, path));
         } else {
             *ignored += 1;
@@ -177,7 +179,7 @@ pub async fn scan_container(
         if skipped(&item.name) {
             continue;
         }
-        if !item.name.ends_with(ARCHIVE_EXTENSION) {
+        if !is_archive(&item.name) {
             listing.ignored += 1;
             continue;
         }

@@ -66,6 +66,7 @@ fn codec_name(codec: &Codec) -> String {
         Codec::Null => "null".into(),
         Codec::Deflate { level } => format!("deflate {level}"),
         Codec::Snappy => "snappy".into(),
+        Codec::Gzip { level } => format!("gzip {level}"),
         Codec::Zstd { level } => format!("zstd {level}"),
     }
 }

@@ -31,6 +31,8 @@ pub(super) fn codec_name(codec: &Codec) -> &'static str {
         Codec::Deflate { .. } => "deflate",
         Codec::Snappy => "snappy",
         Codec::Zstd { .. } => "zstandard",
+        // Not an Avro codec: `CaptureWriter::new` refuses it.
+        Codec::Gzip { .. } => "gzip",
     }
 }
 
@@ -55,6 +57,9 @@ pub(super) fn compressed<R>(
         out.clear();
         match *codec {
             Codec::Null => unreachable!("handled above"),
+            Codec::Gzip { .. } => {
+                return Err(AvroError::Encode("gzip is not an Avro codec".into()));
+            }
             Codec::Deflate { level } => {
                 let deflate = match deflate {
                     Some((current, compress)) if *current == level => compress,
