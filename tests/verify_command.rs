@@ -746,3 +746,84 @@ async fn an_avro_blob_archive_is_exact_until_a_blob_is_copied() {
         "{partition}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Parquet and JSON Lines files
+
+/// verify reads every format the `file` sink writes: a Parquet (zstd JSON Lines) archive the
+/// daemon wrote is exact, and one with a truncated file names that file as unreadable.
+async fn an_archive_in_format_is_exact_until_a_file_is_truncated(format: &str, codec: &str) {
+    let emulator = start_emulator(PARTITIONS).await;
+    let work = Workdir::new();
+    let root = work.archive();
+    let config = work
+        .config(emulator.amqp_addr())
+        .set("sink", "type", "file")
+        .set("sink", "path", root.to_str().unwrap())
+        .set("sink", "path_format", ARCHIVE_PATH_FORMAT)
+        .set("sink", "format", format)
+        .set("sink", "codec", codec);
+    let store = work.store(emulator.amqp_addr());
+    let ids = partition_ids(&emulator);
+    let mut hubcap = Hubcap::start(&format!("{format} writer"), &work, &config);
+    let mut last = BTreeMap::new();
+    for round in 1..=ROUNDS {
+        preload_each(&emulator, EVENTS_PER_ROUND, 64);
+        last = last_sequence_numbers(&emulator);
+        let what = format!("round {round} committed and checkpointed");
+        eventually(&what, ROUND_LIMIT, || store.checkpointed(&ids) == last).await;
+    }
+    hubcap.stop_cleanly().await;
+    let path = work.write_config("verify.toml", &config);
+    let args = ["--config".as_ref(), path.as_os_str(), "--json".as_ref()];
+
+    let verified = verify(&args);
+    assert_exit(&verified, 0);
+    for (id, last) in &last {
+        let partition = verified.partition(id);
+        assert_eq!(partition["ranges"], json!([[0, last]]), "{partition}");
+    }
+
+    let extension = if format == "parquet" {
+        ".parquet"
+    } else {
+        ".jsonl.zst"
+    };
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut pending = vec![root.join("127.0.0.1").join(HUB).join("0")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().is_dir() {
+                pending.push(entry.path());
+            } else if entry.file_name().to_string_lossy().ends_with(extension) {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= ROUNDS, "{files:?}");
+    let damaged = &files[files.len() / 2];
+    let bytes = std::fs::read(damaged).unwrap();
+    std::fs::write(damaged, &bytes[..bytes.len() - 40]).unwrap();
+    let verified = verify(&args);
+    assert_exit(&verified, 1);
+    let name = relative(&root, damaged);
+    assert!(
+        verified
+            .problems()
+            .iter()
+            .any(|p| p.starts_with(&format!("unreadable {name}: "))),
+        "{:?}",
+        verified.problems()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_archive_is_exact_until_a_file_is_truncated() {
+    an_archive_in_format_is_exact_until_a_file_is_truncated("parquet", "zstd").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jsonl_zstd_archive_is_exact_until_a_file_is_truncated() {
+    an_archive_in_format_is_exact_until_a_file_is_truncated("jsonl", "zstd").await
+}

@@ -73,7 +73,7 @@ CAPTURE_CONTAINER = "capture"
 # adds a "-N" suffix: a window whose name is taken is dropped and read again.)
 CAPTURE_BLOB_NAME = re.compile(
     r"127\.0\.0\.1/hub1/(?P<partition>\d+)/(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})/"
-    r"(?P<hour>\d{2})/(?P<minute>\d{2})/(?P<second>\d{2})\.avro"
+    r"(?P<hour>\d{2})/(?P<minute>\d{2})/(?P<second>\d{2})(?:\.avro|\.parquet|\.jsonl|\.jsonl\.gz|\.jsonl\.zst)"
 )
 
 
@@ -307,8 +307,19 @@ def list_uncommitted_names(container: ContainerClient) -> set[str]:
     return everything - set(list_committed(container))
 
 
-def download_capture(container: ContainerClient, destination: Path, read: bool = True) -> list[CaptureBlob]:
-    """Every committed blob of the container, downloaded under `destination` and (if `read`) read."""
+def read_format_blob(path: Path, fmt) -> tuple[Optional[AvroFile], Optional[str], list[dict]]:
+    """A Parquet or JSON Lines blob's events as Capture-shaped records (archive_formats)."""
+    try:
+        return None, None, fmt.capture_records(path)
+    except Exception as err:  # noqa: BLE001 - any reader failure is the finding
+        return None, f"{type(err).__name__}: {err}", []
+
+
+def download_capture(
+    container: ContainerClient, destination: Path, read: bool = True, fmt=None
+) -> list[CaptureBlob]:
+    """Every committed blob of the container, downloaded under `destination` and (if `read`) read:
+    as Capture Avro, or in `fmt` (an archive_formats.ArchiveFormat other than Avro)."""
     blobs = []
     for name, properties in sorted(list_committed(container).items()):
         path = destination / name
@@ -317,7 +328,12 @@ def download_capture(container: ContainerClient, destination: Path, read: bool =
         with open(path, "wb") as out:
             blob.download_blob(max_concurrency=2).readinto(out)
         committed, _ = blob.get_block_list("committed")
-        avro, error, records = read_capture_blob(path) if read else (None, None, [])
+        if not read:
+            avro, error, records = None, None, []
+        elif fmt is None or fmt.id == "avro":
+            avro, error, records = read_capture_blob(path)
+        else:
+            avro, error, records = read_format_blob(path, fmt)
         blobs.append(
             CaptureBlob(
                 name=name,

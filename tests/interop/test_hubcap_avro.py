@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import pytest
 
-pytest.register_assert_rewrite("hubcap_process")
+pytest.register_assert_rewrite("hubcap_process", "archive_formats")
 
 from hubcap_process import (  # noqa: E402
     CAPTURE_TIME,
@@ -52,6 +52,7 @@ from hubcap_process import (  # noqa: E402
     staging_files,
     typed,
 )
+from archive_formats import AVRO, JSONL_ZSTD, PARQUET, ArchiveFormat  # noqa: E402
 from conftest import emulator_binary, hubcap_binary  # noqa: E402
 
 pytest_plugins = ["hubcap_process"]
@@ -81,15 +82,20 @@ CAPTURE_SCHEMA = {
 # <root>/{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}[-N].avro
 CAPTURE_PATH = re.compile(
     r"127\.0\.0\.1/hub1/(?P<partition>\d+)/(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})/"
-    r"(?P<hour>\d{2})/(?P<minute>\d{2})/(?P<second>\d{2})(?:-(?P<suffix>[1-9]\d*))?\.avro"
+    r"(?P<hour>\d{2})/(?P<minute>\d{2})/(?P<second>\d{2})(?:-(?P<suffix>[1-9]\d*))?"
+    r"(?P<extension>\.avro|\.parquet|\.jsonl|\.jsonl\.gz|\.jsonl\.zst)"
 )
 
 
-def avro_config(emulator, tmp_path: Path, *, consumer_group: Optional[str] = None, **sink: Any) -> str:
+def avro_config(
+    emulator, tmp_path: Path, *, consumer_group: Optional[str] = None, fmt: ArchiveFormat = AVRO, **sink: Any
+) -> str:
+    """`avro_file` (Capture Avro), or `file` with another format's keys."""
+    kind = {"type": "avro_file"} if fmt is AVRO else {"type": "file", **fmt.sink}
     return hubcap_config(
         emulator,
         checkpoints=tmp_path / "checkpoints",
-        sink={"type": "avro_file", "path": str(tmp_path / "capture"), **sink},
+        sink={**kind, "path": str(tmp_path / "capture"), **sink},
         eventhub={"consumer_group": consumer_group} if consumer_group else None,
     )
 
@@ -248,12 +254,14 @@ def test_every_codec_reads_back_in_fastavro(emulator, start_hubcap, tmp_path, co
 
 def padding_events(first_number: int, per_partition_bytes: int) -> list[SentEvent]:
     """Events of 2 KiB to every partition, enough to close any window of less than
-    `per_partition_bytes` that is open in front of them."""
+    `per_partition_bytes` that is open in front of them. The bodies are hash output, so they
+    take as many bytes in a compressed format (Parquet, zstd JSON Lines) as in plain Avro."""
     events = []
     number = first_number
     for partition_id in PARTITIONS:
         for _ in range(per_partition_bytes // 2048 + 1):
-            events.append(SentEvent(number, b"p" * 2048, {"n": number, "padding": True}, partition_id=partition_id))
+            body = b"".join(hashlib.sha256(f"{number}/{k}".encode()).digest() for k in range(64))
+            events.append(SentEvent(number, body, {"n": number, "padding": True}, partition_id=partition_id))
             number += 1
     return events
 
@@ -292,15 +300,24 @@ class Streamer:
         return self.sent
 
 
-def test_kill_9_during_a_window_never_leaves_a_partial_file_and_loses_nothing(emulator, start_hubcap, tmp_path):
+@pytest.mark.parametrize("fmt", [AVRO, PARQUET, JSONL_ZSTD], ids=lambda fmt: fmt.id)
+def test_kill_9_during_a_window_never_leaves_a_partial_file_and_loses_nothing(emulator, start_hubcap, tmp_path, fmt):
+    """For every format: Capture Avro, Parquet (its footer is written last) and zstd JSON Lines
+    (one compressed stream)."""
     root = tmp_path / "capture"
     checkpoints = tmp_path / "checkpoints"
-    config = avro_config(emulator, tmp_path, max_window="1h", max_window_bytes="64KiB")
+    config = avro_config(emulator, tmp_path, fmt=fmt, max_window="1h", max_window_bytes="64KiB")
+
+    def read_file(path: Path) -> list[dict]:
+        """Raises on a truncated or torn file; checks Capture's header for Avro."""
+        if fmt is AVRO:
+            check_header(read_avro(path))
+        return fmt.capture_records(path)
 
     first = start_hubcap(config)
     streamer = Streamer(emulator).start()
     first.wait_for(
-        lambda: len(committed_avro_files(root)) >= 6 and len(staging_files(root)) > 0,
+        lambda: len(fmt.committed(root)) >= 6 and len(staging_files(root)) > 0,
         "committed files and an open window in the staging directory",
         timeout=60,
         interval=0.01,
@@ -308,19 +325,17 @@ def test_kill_9_during_a_window_never_leaves_a_partial_file_and_loses_nothing(em
     first.kill()
     checkpoints_at_kill = read_checkpoints(checkpoints, emulator)
     staged_at_kill = staging_files(root)
-    committed_at_kill = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in committed_avro_files(root)}
+    committed_at_kill = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in fmt.committed(root)}
     sent = streamer.stop()
     assert staged_at_kill, "the kill should land while a window is open"
 
-    # what the kill left: whole files only, and no staging file that a reader of *.avro could see
-    visible = [path for path in root.rglob("*.avro") if STAGING_DIR in path.relative_to(root).parts]
+    # what the kill left: whole files only, and no staging file that a reader of the archive could see
+    visible = [path for path in root.rglob("*" + fmt.extension) if STAGING_DIR in path.relative_to(root).parts]
     assert not visible, f"staging files named like committed files: {visible}"
     assert not set(staged_at_kill) & set(committed_at_kill)
     committed_before: dict[tuple[str, int], int] = {}
     for path in committed_at_kill:
-        avro = read_avro(path)  # raises on a truncated or torn file
-        check_header(avro)
-        for record in avro.records:
+        for record in read_file(path):
             committed_before[(file_partition(root, path), record["SequenceNumber"])] = record["Properties"]["n"]
     for partition_id, checkpoint in checkpoints_at_kill.items():
         through = checkpoint["sequencenumber"]
@@ -350,13 +365,13 @@ def test_kill_9_during_a_window_never_leaves_a_partial_file_and_loses_nothing(em
     assert not leftovers, f"staging files left after a clean stop: {leftovers}"
 
     copies: dict[tuple[str, int], list[int]] = collections.defaultdict(list)
-    for partition_id, avro in read_archive(root):
-        check_header(avro)
-        for record in avro.records:
+    for path in fmt.committed(root):
+        partition_id = file_partition(root, path)
+        for record in read_file(path):
             copies[(partition_id, record["SequenceNumber"])].append(record["Properties"]["n"])
             expected = sent.get(record["Properties"]["n"])
             if expected is not None:
-                assert record["Body"] == expected.body, f"{avro.path}: event {record['Properties']['n']}"
+                assert record["Body"] == expected.body, f"{path}: event {record['Properties']['n']}"
     archived = {number for numbers in copies.values() for number in numbers}
     missing = sorted(set(sent) - archived)
     assert not missing, f"{len(missing)} events lost across the kill: {missing[:20]}"

@@ -8,6 +8,7 @@ same port and data directory, and every test has the container "capture" to itse
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import signal
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Optional
 
 import pytest
 
-pytest.register_assert_rewrite("blob_support")
+pytest.register_assert_rewrite("blob_support", "archive_formats")
 
 from blob_support import (  # noqa: E402
     AzuriteServer,
@@ -40,6 +41,7 @@ from blob_support import (  # noqa: E402
     record_problems,
     synthetic_body,
 )
+from archive_formats import AVRO, JSONL_ZSTD, PARQUET, ArchiveFormat  # noqa: E402
 from conftest import emulator_binary, free_loopback_port, hubcap_binary  # noqa: E402
 from hubcap_process import (  # noqa: E402
     SentEvent,
@@ -79,11 +81,15 @@ class NotReady(AssertionError):
     """/readyz said 503 while hubcap was doing its job."""
 
 
-def blob_config(emulator, azurite: AzuriteServer, tmp_path: Path, *, http_listen: str = "off", **sink: Any) -> str:
+def blob_config(
+    emulator, azurite: AzuriteServer, tmp_path: Path, *, http_listen: str = "off", fmt: ArchiveFormat = AVRO, **sink: Any
+) -> str:
+    """`avro_blob` (Capture Avro), or `blob` with another format's keys."""
+    kind = {} if fmt is AVRO else {"type": "blob", **fmt.sink}
     return hubcap_config(
         emulator,
         checkpoints=tmp_path / "checkpoints",
-        sink=blob_sink(azurite, **sink),
+        sink=blob_sink(azurite, **kind, **sink),
         http_listen=http_listen,
     )
 
@@ -258,7 +264,8 @@ class Streamer:
             for _ in range(BURST_EVENTS_PER_PARTITION):
                 number = self.next_number
                 self.next_number += 1
-                body = hashlib.sha256(str(number).encode()).digest() * (BURST_BODY // 32)
+                # Hash output: as large in a compressed format as in plain Avro.
+                body = b"".join(hashlib.sha256(f"{number}/{k}".encode()).digest() for k in range(BURST_BODY // 32))
                 events.append(SentEvent(number, body, {"n": number, "burst": True}, partition_id=partition_id))
         return events
 
@@ -330,9 +337,19 @@ def contiguous_end(sequence_numbers: set[int]) -> int:
     return k
 
 
+# Parquet hands a row group to the blob only when it is full: 64 KiB ones (the smallest) stage
+# blocks during the burst, as Avro's 256 KiB blocks do.
+OUTAGE_FORMATS = [
+    AVRO,
+    dataclasses.replace(PARQUET, sink={**PARQUET.sink, "row_group_bytes": "64KiB"}),
+    JSONL_ZSTD,
+]
+
+
 @pytest.mark.timeout(420)
+@pytest.mark.parametrize("fmt", OUTAGE_FORMATS, ids=lambda fmt: fmt.id)
 def test_azurite_stopped_mid_window_loses_nothing_and_never_checkpoints_ahead(
-    emulator, azurite_server, start_hubcap, tmp_path
+    emulator, azurite_server, start_hubcap, tmp_path, fmt
 ):
     azurite = azurite_server
     checkpoints = tmp_path / "checkpoints"
@@ -343,6 +360,7 @@ def test_azurite_stopped_mid_window_loses_nothing_and_never_checkpoints_ahead(
             azurite,
             tmp_path,
             http_listen=f"127.0.0.1:{http_port}",
+            fmt=fmt,
             max_window="4s",
             block_size="64KiB",
         )
@@ -462,12 +480,12 @@ def test_azurite_stopped_mid_window_loses_nothing_and_never_checkpoints_ahead(
     assert not sampler.failures and not etags.failures, (sampler.failures, etags.failures)
     assert etags.listings >= 20, f"the ETag watcher listed the container only {etags.listings} times"
     container = azurite.container()
-    blobs = download_capture(container, tmp_path / "downloaded")
+    blobs = download_capture(container, tmp_path / "downloaded", fmt=fmt)
     etags.record({blob.name: blob.etag for blob in blobs})
     history = sampler.snapshot()
     problems: list[str] = []
 
-    problems += [f"{blob.name} is not a whole Avro file: {blob.error}" for blob in blobs if blob.error]
+    problems += [f"{blob.name} is not a whole {fmt.id} file: {blob.error}" for blob in blobs if blob.error]
     for blob in blobs:
         if blob.avro is not None:
             problems += check_capture_header(blob)
