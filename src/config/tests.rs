@@ -384,18 +384,18 @@ fn formats_take_their_own_codecs_and_defaults() {
     assert_eq!(
         sink_format("type = \"file\"\nformat = \"parquet\"\n"),
         Ok(FileFormat::Parquet(ParquetSettings {
-            codec: Codec::Zstd { level: 3 },
+            codec: Codec::Zstd { level: 1 },
             row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
             body_utf8: false,
         }))
     );
     assert_eq!(
         sink_format(
-            "format = \"parquet\"\ncodec = \"snappy\"\nbody = \"utf8\"\nrow_group_bytes = \"1MiB\"\n"
+            "format = \"parquet\"\ncodec = \"snappy\"\nbody = \"utf8\"\nrow_group_bytes = \"4MiB\"\n"
         ),
         Ok(FileFormat::Parquet(ParquetSettings {
             codec: Codec::Snappy,
-            row_group_bytes: 1 << 20,
+            row_group_bytes: 4 << 20,
             body_utf8: true,
         }))
     );
@@ -407,6 +407,16 @@ fn formats_take_their_own_codecs_and_defaults() {
             body_utf8: false,
         }))
     );
+    // `codec = "zstd"` without a level takes the format's level: 1 for Parquet, 3 elsewhere.
+    let zstd_level =
+        |format: &str| match sink_format(&format!("format = \"{format}\"\ncodec = \"zstd\"\n")) {
+            Ok(FileFormat::Parquet(settings)) => settings.codec,
+            Ok(FileFormat::Avro { codec } | FileFormat::Jsonl { codec, .. }) => codec,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(zstd_level("parquet"), Codec::Zstd { level: 1 });
+    assert_eq!(zstd_level("avro"), Codec::Zstd { level: 3 });
+    assert_eq!(zstd_level("jsonl"), Codec::Zstd { level: 3 });
     assert_eq!(
         sink_format("format = \"jsonl\"\ncodec = \"gzip\"\n"),
         Ok(FileFormat::Jsonl {

@@ -18,6 +18,9 @@ use crate::eventhubs::ReceivedEvent;
 /// Lines are handed on once this many bytes are gathered.
 pub const BLOCK_SIZE: usize = 256 << 10;
 
+/// log2 of the zstd window of a `.jsonl.zst` stream.
+const ZSTD_WINDOW_LOG: u32 = 17;
+
 /// How a body is written in JSON (`[sink] body`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BodyText {
@@ -76,7 +79,12 @@ impl<W: Write> JsonlWriter<W> {
                 Output::Gzip(GzEncoder::new(counted, flate2::Compression::new(level)))
             }
             Codec::Zstd { level } => {
-                Output::Zstd(zstd::stream::write::Encoder::new(counted, level)?)
+                let mut encoder = zstd::stream::write::Encoder::new(counted, level)?;
+                // One stream per open file: a 128 KiB window instead of the level's 2 MiB
+                // bounds each file's compressor to about 1 MiB (events are small and repeat
+                // within that much).
+                encoder.window_log(ZSTD_WINDOW_LOG)?;
+                Output::Zstd(encoder)
             }
             Codec::Deflate { .. } | Codec::Snappy => {
                 return Err(std::io::Error::other(format!(

@@ -50,11 +50,15 @@ use crate::eventhubs::{PropertyValue, ReceivedEvent};
 /// The version of the schema above. A change to a column's name or type is a new version.
 pub const SCHEMA_VERSION: &str = "1";
 
-/// The default bound of a row group's encoded size. 2 MiB: at the memory target of 160 MiB
-/// RSS with 32 partitions writing at once, each open file may hold a row group of a few MiB
-/// (measured in `bench/`, README "Formats"); readers still get row groups of thousands of
-/// 1 KB events, and every window commit ends one anyway.
-pub const DEFAULT_ROW_GROUP_BYTES: usize = 2 << 20;
+/// The default bound of a row group's encoded size: 1 MiB. Each open file holds its row group
+/// in memory, plus about 2 MiB of encoder state; with 32 partitions writing at once that keeps
+/// hubcap under its 160 MiB target (measured in `bench/`: README, "Parquet format"), and a
+/// row group still holds a thousand or more 1 KB events. Larger row groups are a setting away
+/// for fewer partitions.
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 1 << 20;
+
+/// The bound of a data page's encoded values (arrow-rs's default is 1 MiB).
+const DATA_PAGE_BYTES: usize = 256 << 10;
 
 /// Column names, shared with the reader (`archive::parquet`).
 pub mod columns {
@@ -97,7 +101,7 @@ pub struct ParquetSettings {
 impl Default for ParquetSettings {
     fn default() -> Self {
         ParquetSettings {
-            codec: Codec::Zstd { level: 3 },
+            codec: Codec::Zstd { level: 1 },
             row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
             body_utf8: false,
         }
@@ -165,15 +169,25 @@ pub fn schema(body_utf8: bool) -> SchemaRef {
 }
 
 fn writer_properties(settings: &ParquetSettings) -> Result<WriterProperties, ParquetWriteError> {
-    let compression = match settings.codec {
-        Codec::Null => Compression::UNCOMPRESSED,
-        Codec::Snappy => Compression::SNAPPY,
-        Codec::Zstd { level } => Compression::ZSTD(ZstdLevel::try_new(level)?),
+    // The body columns take the configured codec. With zstd the others (20 small columns of
+    // numbers, keys and property values) take snappy: arrow-rs gives every column of every row
+    // group its own zstd compressor and decompressor, about 100 KiB each, which at 32 open
+    // files was 60 MiB (a heap profile, README "Parquet format"), for columns that are
+    // dictionary- or run-length-encoded already and hold little of a typical event's bytes.
+    let (bodies, others) = match settings.codec {
+        Codec::Null => (Compression::UNCOMPRESSED, Compression::UNCOMPRESSED),
+        Codec::Snappy => (Compression::SNAPPY, Compression::SNAPPY),
+        Codec::Zstd { level } => (
+            Compression::ZSTD(ZstdLevel::try_new(level)?),
+            Compression::SNAPPY,
+        ),
         other => return Err(ParquetWriteError::Codec(other)),
     };
     let column = |name: &str| ColumnPath::from(name);
     let mut builder = WriterProperties::builder()
-        .set_compression(compression)
+        .set_compression(others)
+        .set_column_compression(column(columns::BODY), bodies)
+        .set_column_compression(column(columns::BODY_UTF8), bodies)
         .set_max_row_group_bytes(Some(settings.row_group_bytes.max(1)))
         // Statistics only where readers prune by them; bodies are large and unordered.
         .set_statistics_enabled(EnabledStatistics::None)
@@ -189,9 +203,9 @@ fn writer_properties(settings: &ParquetSettings) -> Result<WriterProperties, Par
             footer::SCHEMA_VERSION.to_owned(),
             SCHEMA_VERSION.to_owned(),
         )]));
-    // Bodies bigger than a page are one value per page; a page never holds more than ~1 MiB
-    // of them otherwise.
-    builder = builder.set_data_page_size_limit(1 << 20);
+    // A page is compressed when its values reach this (a larger body is a page of its own):
+    // each column writer holds one page buffer and a compressor sized for it, per open file.
+    builder = builder.set_data_page_size_limit(DATA_PAGE_BYTES);
     Ok(builder.build())
 }
 

@@ -272,3 +272,24 @@ fn codecs_parquet_does_not_have_are_refused() {
         assert_eq!(read_back(writer.finish().unwrap()).len(), 1);
     }
 }
+
+#[test]
+fn with_zstd_the_bodies_take_zstd_and_the_small_columns_snappy() {
+    let settings = ParquetSettings {
+        body_utf8: true,
+        ..ParquetSettings::default()
+    };
+    assert_eq!(settings.codec, Codec::Zstd { level: 1 });
+    let file = Bytes::from(written(&settings, &[rich_event()]));
+    let reader = SerializedFileReader::new(file).unwrap();
+    let group = reader.metadata().row_group(0);
+    for column in group.columns() {
+        let name = column.column_path().string();
+        let expected = if name.starts_with("body") {
+            parquet::basic::Compression::ZSTD(ZstdLevel::try_new(1).unwrap())
+        } else {
+            parquet::basic::Compression::SNAPPY
+        };
+        assert_eq!(column.compression(), expected, "{name}");
+    }
+}
