@@ -548,6 +548,27 @@ class BlobCheckpoints(Checkpoints):
 # contestants
 
 
+# `--codecs` names an archive format with its codec: an Avro codec alone ("null", "zstd", ...), or
+# "parquet" (zstd), "parquet-snappy", "jsonl" (plain), "jsonl-gzip", "jsonl-zstd".
+ARCHIVE_SUFFIXES = (".avro", ".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst")
+
+
+def duration_seconds(text: str) -> float:
+    """A hubcap duration ("1s", "20s", "5m", "1h") in seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def sink_format(spec: str) -> dict[str, str]:
+    """The [sink] keys of a `--codecs` entry."""
+    fmt, _, codec = spec.partition("-")
+    if fmt in ("parquet", "jsonl"):
+        return {"format": fmt, **({"codec": codec} if codec else {})}
+    return {"format": "avro", "codec": spec}
+
+
 def hubcap_config(path: Path, emulator: Emulator, *, hub: str, group: str, capture: Path, codec: str,
                   store: dict[str, str], window: str, ca: Optional[Path]) -> Path:
     eventhub = {
@@ -562,7 +583,8 @@ def hubcap_config(path: Path, emulator: Emulator, *, hub: str, group: str, captu
         "eventhub": eventhub,
         "checkpoint_store": store,
         "load_balancing": {"strategy": "greedy"},
-        "sink": {"type": "avro_file", "path": str(capture), "codec": codec, "max_window": window},
+        "sink": {"type": "file", "path": str(capture), **sink_format(codec), "max_window": window,
+                 **json.loads(os.environ.get("BENCH_SINK", "{}"))},
         "http": {"listen": "off"},
         "log": {"level": os.environ.get("BENCH_HUBCAP_LOG", "warn")},
     }
@@ -678,7 +700,8 @@ class Bench:
                                  self.timeout_for(run.events, size), env=env))
 
     def hubcap(self, *, label, size, partitions, emulator: Emulator, per_partition: int, codec: str,
-               store: str, window: str = "1s") -> None:
+               store: str, window: Optional[str] = None) -> None:
+        window = window or self.opts.window
         contestant = f"hubcap-{store}"
         run = self.new_run(label, size, partitions, emulator, contestant, codec, per_partition * partitions)
         scratch = self.scratch(f"{contestant}-{codec}")
@@ -699,11 +722,15 @@ class Bench:
                                codec=codec, store=store_config, window=window,
                                ca=self.certs["ca"] if emulator.tls else None)
         args = [*os.environ.get("BENCH_HUBCAP_WRAP", "").split(), str(self.release / "hubcap"), "run", "--config", str(config)]
-        measure(run, args, scratch, emulator, peer, tracker, self.timeout_for(run.events, size))
+        # Nothing is checkpointed before a window closes: a long window is not a stall.
+        window_s = duration_seconds(window)
+        measure(run, args, scratch, emulator, peer, tracker, self.timeout_for(run.events, size) + window_s,
+                stall_seconds=max(30.0, window_s + 30.0))
         if run.ok:
-            files = [p for p in capture.rglob("*.avro") if ".hubcap-staging" not in p.parts]
+            files = [p for p in capture.rglob("*") if p.name.endswith(ARCHIVE_SUFFIXES)
+                     and ".hubcap-staging" not in p.parts]
             run.detail["files"] = len(files)
-            run.detail["avro_bytes"] = sum(p.stat().st_size for p in files)
+            run.detail["archive_bytes"] = sum(p.stat().st_size for p in files)
         self.runs.append(run)
         shutil.rmtree(capture, ignore_errors=True)
 
@@ -899,6 +926,15 @@ def targets(runs: list[Run], steady: Optional[dict]) -> list[tuple[str, str, str
                      f"{deep.max_rss_mib:.1f} MiB", "< 64 MiB", "met" if deep.max_rss_mib < 64 else "NOT met"))
     else:
         rows.append(("1 KB x 32p, deep backlog: hubcap peak RSS", "not measured", "< 64 MiB", "—"))
+    for p in partitions:
+        avro = find(runs, size=1024, partitions=p, contestant="hubcap-file", codec="null", transport="amqp")
+        parquet = find(runs, size=1024, partitions=p, contestant="hubcap-file", codec="parquet", transport="amqp")
+        if parquet:
+            ratio_row(f"1 KB x {p}p: hubcap Parquet (zstd) / Avro null (CPU per event)", parquet, avro, "<= 2x")
+        if parquet and p == 32:
+            rows.append((f"1 KB x 32p, {parquet.events} events backlog, Parquet: hubcap peak RSS (default row groups)",
+                         f"{parquet.max_rss_mib:.1f} MiB", "< 160 MiB",
+                         "met" if parquet.max_rss_mib < 160 else "NOT met"))
     if steady and "p99_s" in steady:
         limit = steady["window_s"] + 1
         rows.append((f"steady {steady['achieved_rate']:.0f} ev/s over {steady['partitions']}p: p99 enqueue-to-commit",
@@ -942,6 +978,21 @@ def write_report(out_dir: Path, opts, runs: list[Run], steady: Optional[dict], i
     if wide:
         lines += ["", "Peak RSS of every 32-partition hubcap run (MiB): " + "; ".join(
             f"{r.workload} {r.transport} {r.contestant} {r.codec}: {r.max_rss_mib:.0f}" for r in wide) + "."]
+    formats = [r for r in runs if r.ok and r.contestant == "hubcap-file" and r.detail.get("archive_bytes")]
+    if formats:
+        lines += ["", "## Archive formats (hubcap-file)", "",
+                  "`--codecs` entries are Avro codecs, or `parquet` (zstd), `parquet-snappy`, `jsonl`, `jsonl-gzip`, "
+                  f"`jsonl-zstd`. Drain windows: max_window {opts.window}. *vs Avro null*: CPU per event relative to "
+                  "the Avro null run of the same workload and transport. *MB/M*: archive bytes on disk per million events.",
+                  "", "| workload | transport | format | CPU-s/M | vs Avro null | MB/M | files | peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in formats:
+            base = find(runs, size=r.size, partitions=r.partitions, contestant="hubcap-file", codec="null",
+                        transport=r.transport)
+            vs = f"{r.cpu_s_per_million / base.cpu_s_per_million:.2f}x" if base else "—"
+            per_million = r.detail["archive_bytes"] / r.events * 1e6 / 1e6
+            lines.append(f"| {r.workload} | {r.transport} | {r.codec} | {r.cpu_s_per_million:.2f} | {vs} | "
+                         f"{per_million:,.0f} | {r.detail['files']} | {r.max_rss_mib:.1f} |")
     lines += [
         "",
         "## Drain runs",
@@ -1008,7 +1059,8 @@ def plot(path: Path, runs: list[Run], mode: str) -> None:
         return
     sizes = sorted({r.size for r in ok})
     order = ["fe2o3", "rust-sdk", "rust-sdk-mt", "hubcap-file", "hubcap-blob", "python"]
-    codec_order = ["-", "null", "zstd", "deflate", "snappy"]
+    codec_order = ["-", "null", "zstd", "deflate", "snappy", "parquet", "parquet-snappy", "jsonl", "jsonl-gzip",
+                   "jsonl-zstd"]
     series = sorted(dict.fromkeys((r.contestant, r.transport, r.codec) for r in ok),
                     key=lambda k: (k[1], order.index(k[0]) if k[0] in order else 99,
                                    codec_order.index(k[2]) if k[2] in codec_order else 99))
@@ -1075,7 +1127,9 @@ def parse_args() -> argparse.Namespace:
                         help="1 KB x 4 partitions, null codec, 20k events; for checking the harness")
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="event body sizes in bytes")
     parser.add_argument("--partitions", type=lambda s: [int(x) for x in s.split(",")], help="partition counts")
-    parser.add_argument("--codecs", type=lambda s: s.split(","), help="hubcap-file codecs (null,zstd,deflate,snappy)")
+    parser.add_argument("--codecs", type=lambda s: s.split(","),
+                        help="hubcap-file formats: Avro codecs (null,zstd,deflate,snappy), parquet, parquet-snappy, "
+                             "jsonl, jsonl-gzip, jsonl-zstd")
     parser.add_argument("--events", type=int, help="backlog size per workload (default: by size)")
     parser.add_argument("--python-events", type=int, help="backlog for the Python contestant (default: by size)")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -1085,6 +1139,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-tls", dest="tls", action="store_false", help="skip the amqps runs (and the SDK)")
     parser.add_argument("--steady-seconds", type=float, help="steady-rate duration (0 skips it)")
     parser.add_argument("--steady-rate", type=float, help="events/s for the steady run (default: half the drain rate)")
+    parser.add_argument("--window", default="1s",
+                        help="hubcap max_window in the drain runs (default 1s; a longer one keeps every "
+                             "partition's window open through the drain, for memory)")
     parser.add_argument("--steady-window", type=int, default=5, help="hubcap max_window in the steady run, s")
     parser.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where RESULTS.md etc. go")
