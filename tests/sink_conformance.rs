@@ -8,6 +8,7 @@
 
 mod azurite;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -196,6 +197,23 @@ impl Subject {
             Subject::File(dir, _) => archive_files(dir.path()).len(),
             Subject::Blob { container, .. } => {
                 container.list_with_metadata("").await.unwrap().len()
+            }
+        }
+    }
+
+    /// The committed object `name`'s bytes, and its blob metadata (none for a file).
+    async fn object(&self, name: &str) -> (Vec<u8>, Option<HashMap<String, String>>) {
+        match self {
+            Subject::Stdout(_) => panic!("stdout has no objects"),
+            Subject::File(dir, _) => (std::fs::read(dir.path().join(name)).unwrap(), None),
+            Subject::Blob { container, .. } => {
+                let listed = container.list_with_metadata("").await.unwrap();
+                let blob = listed
+                    .into_iter()
+                    .find(|b| b.name == name)
+                    .expect("committed");
+                let bytes = container.download(name).await.unwrap();
+                (bytes.to_vec(), Some(blob.metadata))
             }
         }
     }
@@ -625,6 +643,36 @@ async fn a_recorded_name_holding_other_events_is_not_this_window(subject: Subjec
     );
 }
 
+/// A window reproduced from a record another format wrote (the config changed between a crash
+/// and the restart) keeps the recorded name, and is written in the format that name says.
+async fn a_record_of_another_format_is_reproduced_in_its_format(subject: Subject) {
+    let name = "hub/p3/recorded.avro";
+    let mut sink = subject.open(NEVER);
+    sink.resume(CommitRecord {
+        first_sequence_number: 0,
+        last_sequence_number: 9,
+        name: name.into(),
+    });
+    let committed = sink
+        .append(&events(0..12))
+        .await
+        .unwrap()
+        .expect("complete at the record's last event");
+    assert_eq!(committed.name.as_deref(), Some(name));
+    let (bytes, metadata) = subject.object(name).await;
+    // Read with apache-avro: an Avro file, as its name says.
+    assert_eq!(sequence_numbers(name, &bytes), (0..10).collect::<Vec<_>>());
+    if let Some(metadata) = metadata {
+        assert_eq!(metadata["format"], "avro");
+    }
+    // The events after the record are read again; their window is the configured format's.
+    assert_eq!(sink.take_reread(), Some(10));
+    sink.append(&events(10..12)).await.unwrap();
+    let next = sink.flush().await.unwrap().expect("the rest committed");
+    let next_name = next.name.unwrap();
+    assert!(next_name.ends_with(subject.extension()), "{next_name}");
+}
+
 macro_rules! named_sinks {
     ($sink:ident, $subject:expr) => {
         mod $sink {
@@ -647,6 +695,21 @@ macro_rules! named_sinks {
             }
         }
     };
+}
+
+mod format_of_a_record {
+    use super::*;
+
+    #[tokio::test]
+    async fn parquet_file() {
+        a_record_of_another_format_is_reproduced_in_its_format(Subject::file(parquet())).await
+    }
+
+    #[tokio::test]
+    async fn jsonl_zstd_blob() {
+        a_record_of_another_format_is_reproduced_in_its_format(Subject::blob(jsonl_zstd()).await)
+            .await
+    }
 }
 
 mod exactly_once {

@@ -59,6 +59,8 @@ pub enum BlobSinkError {
 /// One open window's blob.
 pub struct BlobWindow {
     name: String,
+    /// The format it is written in: the sink's, or a recorded name's ([`FileFormat::for_name`]).
+    format: FileFormat,
     /// Prefix of this window's block ids, so no other writer's blocks are ever committed.
     block_prefix: u64,
     writer: Option<Box<FormatWriter<Vec<u8>>>>,
@@ -109,13 +111,17 @@ impl BlobSinkSettings {
         names: &mut BlobNames,
         name: Option<&str>,
     ) -> Result<BlobWindow, BlobSinkError> {
-        let writer = FormatWriter::new(Vec::new(), &self.format, context.partition_id)?;
-        let name = match name {
-            Some(name) => name.to_owned(),
-            None => names.next(self.path_format.render(context), self.format.extension()),
+        let (name, format) = match name {
+            Some(name) => (name.to_owned(), self.format.for_name(name)),
+            None => (
+                names.next(self.path_format.render(context), self.format.extension()),
+                self.format.clone(),
+            ),
         };
+        let writer = FormatWriter::new(Vec::new(), &format, context.partition_id)?;
         let mut window = BlobWindow {
             name,
+            format,
             block_prefix: rand::random(),
             writer: Some(Box::new(writer)),
             pending: BytesMut::new(),
@@ -248,6 +254,11 @@ impl BlobWindow {
     /// The blob's name, relative to the container.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The format its bytes are in.
+    pub fn format(&self) -> &FileFormat {
+        &self.format
     }
 
     /// Moves what the writer has encoded into `pending`.

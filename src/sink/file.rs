@@ -151,14 +151,21 @@ impl FileSinkSettings {
     }
 
     /// Opens a staging file for a new window of `partition_id`.
-    pub fn open_window(&self, partition_id: &str) -> Result<FileWindow, FileSinkError> {
+    /// `name`: the recorded name of a window being reproduced (it sets the format, see
+    /// [`FileFormat::for_name`]).
+    pub fn open_window(
+        &self,
+        partition_id: &str,
+        name: Option<&str>,
+    ) -> Result<FileWindow, FileSinkError> {
+        let format = name.map_or_else(|| self.format.clone(), |name| self.format.for_name(name));
         let dir = self.staging_dir();
         fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let staging_path = dir.join(format!(
             "{}{}{}.tmp",
             staging_prefix(partition_id),
             uuid::Uuid::new_v4().simple(),
-            self.format.extension()
+            format.extension()
         ));
         let file = OpenOptions::new()
             .write(true)
@@ -170,7 +177,7 @@ impl FileSinkSettings {
         flock(&file, FlockOperation::NonBlockingLockExclusive)
             .map_err(|errno| io("locking", &staging_path)(errno.into()))?;
         let buffered = BufWriter::with_capacity(WRITE_BUFFER, file);
-        let writer = FormatWriter::new(buffered, &self.format, partition_id)?;
+        let writer = FormatWriter::new(buffered, &format, partition_id)?;
         Ok(FileWindow {
             staging_path,
             state: Some(WindowFile::Writing(Box::new(writer))),

@@ -71,6 +71,47 @@ impl FileFormat {
         }
     }
 
+    /// The format a window committed under `name` is written in: this one when the name ends
+    /// with its extension, else the format that name's extension says, with that format's
+    /// defaults. A window reproduced from a commit record that another format wrote (the
+    /// config changed between a crash and the restart, or during a rolling update) keeps the
+    /// recorded name, which the exactly-once protocol depends on, and a content that matches
+    /// it.
+    pub fn for_name(&self, name: &str) -> FileFormat {
+        if name.ends_with(self.extension()) {
+            return self.clone();
+        }
+        let named = [
+            (
+                ".jsonl.zst",
+                FileFormat::Jsonl {
+                    codec: Codec::Zstd { level: 3 },
+                    body: BodyText::Utf8,
+                },
+            ),
+            (
+                ".jsonl.gz",
+                FileFormat::Jsonl {
+                    codec: Codec::Gzip { level: 6 },
+                    body: BodyText::Utf8,
+                },
+            ),
+            (
+                ".jsonl",
+                FileFormat::Jsonl {
+                    codec: Codec::Null,
+                    body: BodyText::Utf8,
+                },
+            ),
+            (".parquet", FileFormat::Parquet(ParquetSettings::default())),
+            (".avro", FileFormat::CAPTURE),
+        ];
+        named
+            .into_iter()
+            .find(|(extension, _)| name.ends_with(extension))
+            .map_or_else(|| self.clone(), |(_, format)| format)
+    }
+
     /// Its name in the config (`format = "..."`) and in blob metadata.
     pub fn name(&self) -> &'static str {
         match self {
@@ -191,6 +232,35 @@ mod tests {
         assert_eq!(strip_archive_extension("a/b.avro"), Some("a/b"));
         assert_eq!(strip_archive_extension("a/b.avro.tmp"), None);
         assert_eq!(strip_archive_extension("a/b.gz"), None);
+    }
+
+    #[test]
+    fn a_name_of_another_format_sets_the_format_and_its_own_keeps_the_settings() {
+        let configured = FileFormat::Parquet(ParquetSettings {
+            body_utf8: true,
+            ..ParquetSettings::default()
+        });
+        assert_eq!(configured.for_name("p/0/12.parquet"), configured);
+        assert_eq!(configured.for_name("p/0/12.avro"), FileFormat::CAPTURE);
+        assert_eq!(
+            configured.for_name("p/0/12.jsonl.zst").extension(),
+            ".jsonl.zst"
+        );
+        assert_eq!(
+            configured.for_name("p/0/12.jsonl.gz").extension(),
+            ".jsonl.gz"
+        );
+        assert_eq!(configured.for_name("p/0/12.jsonl").extension(), ".jsonl");
+        // A name with no archive extension (a custom tool's) leaves the configured format.
+        assert_eq!(configured.for_name("p/0/12.bin"), configured);
+        let avro = FileFormat::Avro {
+            codec: Codec::Zstd { level: 3 },
+        };
+        assert_eq!(
+            avro.for_name("a.avro"),
+            avro,
+            "a matching name keeps the codec"
+        );
     }
 
     #[test]

@@ -634,7 +634,7 @@ impl Writer {
             Writer::File { settings, window } => {
                 *window = Some(
                     settings
-                        .open_window(context.partition_id)
+                        .open_window(context.partition_id, name)
                         .map_err(WriteError::File)?,
                 );
             }
@@ -743,7 +743,7 @@ impl Writer {
                     context.first_sequence_number,
                     context.last_sequence_number,
                     events,
-                    &settings.format,
+                    open.format(),
                 );
                 let result = settings.commit(open, metadata).await;
                 if result.is_ok()
