@@ -21,6 +21,7 @@ use hubcap::checkpoint::file::FileCheckpointStore;
 use hubcap::checkpoint::{Checkpoint, CheckpointStore, NameCase, StoreScope};
 use hubcap::secret::Secret;
 use hubcap::storage::{BlobContainer, Condition, StorageAccount};
+use hubcap_emulator::Emulator;
 use serde_json::{json, Value};
 
 const PARTITIONS: usize = 2;
@@ -70,17 +71,7 @@ fn produce_archive() -> Fixture {
         let endpoint = emulator.amqp_addr();
         let work = Workdir::new();
         let config = work.config(endpoint).sink(Sink::AvroFile);
-        let store = work.store(endpoint);
-        let ids = partition_ids(&emulator);
-        let mut hubcap = Hubcap::start("archive writer", &work, &config);
-        let mut last = BTreeMap::new();
-        for round in 1..=ROUNDS {
-            preload_each(&emulator, EVENTS_PER_ROUND, 64);
-            last = last_sequence_numbers(&emulator);
-            let what = format!("round {round} committed and checkpointed");
-            eventually(&what, ROUND_LIMIT, || store.checkpointed(&ids) == last).await;
-        }
-        hubcap.stop_cleanly().await;
+        let last = write_rounds("archive writer", &emulator, &work, &config).await;
         // Under target/tmp, where cargo keeps test scratch files: earlier runs' copies go.
         let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
@@ -106,6 +97,29 @@ fn produce_archive() -> Fixture {
         );
         fixture
     })
+}
+
+/// Runs hubcap with `config` through [`ROUNDS`] publishing rounds, each committed and
+/// checkpointed (in the file store) before the next, and stops it; returns the last sequence
+/// number of each partition.
+async fn write_rounds(
+    name: &str,
+    emulator: &Emulator,
+    work: &Workdir,
+    config: &HubcapConfig,
+) -> BTreeMap<String, i64> {
+    let store = work.store(emulator.amqp_addr());
+    let ids = partition_ids(emulator);
+    let mut hubcap = Hubcap::start(name, work, config);
+    let mut last = BTreeMap::new();
+    for round in 1..=ROUNDS {
+        preload_each(emulator, EVENTS_PER_ROUND, 64);
+        last = last_sequence_numbers(emulator);
+        let what = format!("round {round} committed and checkpointed");
+        eventually(&what, ROUND_LIMIT, || store.checkpointed(&ids) == last).await;
+    }
+    hubcap.stop_cleanly().await;
+    last
 }
 
 fn fixture_files(fixture: &Fixture, partition: &str) -> Vec<PathBuf> {
@@ -763,17 +777,7 @@ async fn an_archive_in_format_is_exact_until_a_file_is_truncated(format: &str, c
         .set("sink", "path_format", ARCHIVE_PATH_FORMAT)
         .set("sink", "format", format)
         .set("sink", "codec", codec);
-    let store = work.store(emulator.amqp_addr());
-    let ids = partition_ids(&emulator);
-    let mut hubcap = Hubcap::start(&format!("{format} writer"), &work, &config);
-    let mut last = BTreeMap::new();
-    for round in 1..=ROUNDS {
-        preload_each(&emulator, EVENTS_PER_ROUND, 64);
-        last = last_sequence_numbers(&emulator);
-        let what = format!("round {round} committed and checkpointed");
-        eventually(&what, ROUND_LIMIT, || store.checkpointed(&ids) == last).await;
-    }
-    hubcap.stop_cleanly().await;
+    let last = write_rounds(&format!("{format} writer"), &emulator, &work, &config).await;
     let path = work.write_config("verify.toml", &config);
     let args = ["--config".as_ref(), path.as_os_str(), "--json".as_ref()];
 
