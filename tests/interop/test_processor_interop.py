@@ -86,13 +86,18 @@ def test_hubcap_resumes_where_a_python_processor_checkpointed(start_emulator, az
             lambda: f"the Python processor's checkpoints at {checkpointed - 1}\n{records.describe()}",
             timeout=40,
         )
+        python_owner = processor.owner_id  # read while it runs: close() forgets it
     finally:
         processor.close()
     python_checkpoints = records.checkpoints()
     python_offsets = {e.partition_id: e.offset for e in processor.snapshot() if e.sequence_number == checkpointed - 1}
     assert {pid: r.offset for pid, r in python_checkpoints.items()} == python_offsets
-    released = {pid: r.owner_id for pid, r in records.ownerships().items()}
-    assert released == {pid: "" for pid in PARTITIONS}, f"the Python processor did not release: {released}"
+    # The SDK releases on close what it owns then; a claim its balancing loop renewed while
+    # closing can stay behind (seen once in CI), to expire like a crashed owner's. hubcap takes
+    # either over; what must not be there is anybody else.
+    owners = {pid: r.owner_id for pid, r in records.ownerships().items()}
+    assert set(owners) == set(PARTITIONS), owners
+    assert set(owners.values()) <= {"", python_owner}, f"owners other than the Python processor: {owners}"
 
     hubcap = start_hubcap(balancing_config(emulator, azurite, container, "hubcap-a"))
     expected = {pid: list(range(checkpointed, total)) for pid in PARTITIONS}
