@@ -576,6 +576,28 @@ def delivered_counts(hubcaps: Iterable[HubcapProcess]) -> collections.Counter:
     return counts
 
 
+def steal_redeliveries(
+    watch: "OwnershipWatch", hubcaps: Mapping[str, HubcapProcess], before: float
+) -> dict[str, set[int]]:
+    """partition -> the sequence numbers that may legitimately appear twice because the partition
+    was stolen (owner A -> owner B, both non-empty) before `before`: the events the loser A had
+    delivered past the checkpoint seen before the steal (a watch with `watch_checkpoints` knows
+    it; without, every event A delivered). A window A committed but could no longer checkpoint
+    is read again by B from the last checkpoint, within the at-least-once contract. Start-up
+    balancing steals like this."""
+    allowed: dict[str, set[int]] = collections.defaultdict(set)
+    for change in watch.changes():
+        if change.at >= before or not change.previous or not change.owner_id:
+            continue
+        if change.previous == change.owner_id or change.previous not in hubcaps:
+            continue
+        floor = -1 if change.checkpoint_before is None else change.checkpoint_before
+        allowed[change.partition_id].update(
+            seq for pid, seq in delivered(hubcaps[change.previous]) if pid == change.partition_id and seq > floor
+        )
+    return allowed
+
+
 def missing_events(counts: Mapping[tuple[str, int], int], last: Mapping[str, int]) -> dict[str, list[int]]:
     """partition -> sequence numbers in 0..last that nobody delivered."""
     missing = {}
