@@ -35,6 +35,10 @@ pub struct PartitionHealth {
     pub lag_events: Option<i64>,
     /// The sink is refusing this partition's window (disk full, storage down).
     pub sink_failing: bool,
+    /// While failing: what failed, as `hubcap_sink_errors_total`'s `error_type` names it
+    /// (`no_space`, `read_only`, `io_error`, `blob`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink_error_type: Option<&'static str>,
     /// The checkpoint store refuses this partition's checkpoint (unreachable, permissions).
     pub checkpoint_failing: bool,
     /// Why the partition is not receiving, if it is not.
@@ -107,7 +111,12 @@ impl Health {
         }
         for (id, partition) in &state.partitions {
             if partition.sink_failing {
-                reasons.push(format!("partition {id}: sink failing"));
+                match partition.sink_error_type {
+                    Some(error_type) => {
+                        reasons.push(format!("partition {id}: sink failing ({error_type})"))
+                    }
+                    None => reasons.push(format!("partition {id}: sink failing")),
+                }
             }
             if partition.checkpoint_failing {
                 reasons.push(format!("partition {id}: checkpoint failing"));

@@ -47,6 +47,7 @@ impl PartitionTask {
         self.metrics.sink_error(error.kind());
         self.health.partition(&self.lease.partition_id, |p| {
             p.sink_failing = true;
+            p.sink_error_type = Some(error.kind());
             p.last_error = Some(error.to_string());
         });
         warn!(partition_id = %self.lease.partition_id, error = %error, error_type = error.kind(),

@@ -220,6 +220,7 @@ impl PartitionTask {
             .committed(window.events, window.bytes, window.commit_duration);
         self.health.partition(&self.lease.partition_id, |p| {
             p.sink_failing = false;
+            p.sink_error_type = None;
             if window.last_sequence_number.is_some() {
                 p.last_committed_sequence_number = window.last_sequence_number;
             }

@@ -62,10 +62,62 @@ pub enum FileSinkError {
     Encode(#[from] FormatError),
     /// The window's file could not be completed; its events must be read again.
     #[error("window lost: {reason}")]
-    WindowLost { reason: String },
+    WindowLost {
+        reason: String,
+        /// What failed, as [`FileSinkError::error_type`] names it.
+        error_type: &'static str,
+    },
     /// The name holds a file with other events (another writer shares the directory).
     #[error("{} already holds other events", path.display())]
     NameTaken { path: PathBuf },
+}
+
+impl FileSinkError {
+    /// A bounded label for metrics (`error_type`): what the filesystem said, so an operator
+    /// tells a full disk from a read-only or failing one.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            FileSinkError::Io { source, .. } => disk_error_type(source),
+            FileSinkError::Encode(error) => io_source(error).map_or("file", disk_error_type),
+            FileSinkError::WindowLost { error_type, .. } => error_type,
+            FileSinkError::NameTaken { .. } => "name_taken",
+        }
+    }
+
+    fn lost(reason: String, cause: Option<&std::io::Error>) -> Self {
+        FileSinkError::WindowLost {
+            reason,
+            error_type: cause.map_or("file", disk_error_type),
+        }
+    }
+
+    fn lost_by(error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::lost(error.to_string(), io_source(error))
+    }
+}
+
+/// The label of a filesystem error: `no_space`, `read_only`, `io_error` (EIO: the device
+/// failed), `permission`, or `file` for anything else.
+pub fn disk_error_type(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => "no_space",
+        ErrorKind::ReadOnlyFilesystem => "read_only",
+        ErrorKind::PermissionDenied => "permission",
+        _ if error.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => "io_error",
+        _ => "file",
+    }
+}
+
+/// The first `std::io::Error` in an error's chain (the encoders wrap the file's errors).
+fn io_source<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        current = error.source();
+    }
+    None
 }
 
 fn io<'a>(
@@ -216,9 +268,10 @@ impl FileSinkSettings {
             Ok((window, Err(error))) => (Some(window), Err(error)),
             Err(join) => (
                 None,
-                Err(FileSinkError::WindowLost {
-                    reason: format!("the commit task failed: {join}"),
-                }),
+                Err(FileSinkError::lost(
+                    format!("the commit task failed: {join}"),
+                    None,
+                )),
             ),
         }
     }
@@ -233,24 +286,31 @@ impl FileSinkSettings {
             let Some(WindowFile::Writing(writer)) = window.state.take() else {
                 unreachable!("matched just above");
             };
-            let lost = |reason: String| FileSinkError::WindowLost { reason };
-            let buffered = writer.finish().map_err(|e| lost(e.to_string()))?;
+            let buffered = writer.finish().map_err(|e| FileSinkError::lost_by(&e))?;
             let file = buffered.into_inner().map_err(|e| {
-                lost(format!(
-                    "writing {}: {}",
-                    window.staging_path.display(),
-                    e.error()
-                ))
+                FileSinkError::lost(
+                    format!("writing {}: {}", window.staging_path.display(), e.error()),
+                    Some(e.error()),
+                )
             })?;
             window.state = Some(WindowFile::Sealed(file));
         }
         let Some(WindowFile::Sealed(file)) = &window.state else {
-            return Err(FileSinkError::WindowLost {
-                reason: "an earlier commit attempt failed while finishing the file".into(),
-            });
+            return Err(FileSinkError::lost(
+                "an earlier commit attempt failed while finishing the file".into(),
+                None,
+            ));
         };
-        file.sync_all()
-            .map_err(io("syncing", &window.staging_path))?;
+        // A failed fsync is never retried on the same file: Linux may have dropped the dirty
+        // pages it could not write and report the next fsync as a success. The window is
+        // dropped and its events written again into a new file.
+        if let Err(error) = file.sync_all() {
+            window.state = None;
+            return Err(FileSinkError::lost(
+                format!("syncing {}: {error}", window.staging_path.display()),
+                Some(&error),
+            ));
+        }
         let final_path =
             link_without_clobbering(&window.staging_path, &self.root, relative, range)?;
         fs::remove_file(&window.staging_path).map_err(io("removing", &window.staging_path))?;
@@ -270,9 +330,10 @@ impl FileWindow {
     pub fn append(&mut self, events: &[ReceivedEvent]) -> Result<(), FileSinkError> {
         match &mut self.state {
             Some(WindowFile::Writing(writer)) => Ok(writer.append_all(events)?),
-            _ => Err(FileSinkError::WindowLost {
-                reason: "appending to a window that is already sealed".into(),
-            }),
+            _ => Err(FileSinkError::lost(
+                "appending to a window that is already sealed".into(),
+                None,
+            )),
         }
     }
 
@@ -282,9 +343,7 @@ impl FileWindow {
         if let Some(WindowFile::Writing(writer)) = &mut self.state {
             writer
                 .flush_block()
-                .map_err(|e| FileSinkError::WindowLost {
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| FileSinkError::lost_by(&e))?;
         }
         Ok(())
     }
@@ -328,11 +387,10 @@ fn link_without_clobbering(
         }
         // The staging file itself is gone (removed by hand, or by a clean-up that took it
         // for a dead run's): no retry can bring it back.
-        Err(e) if e.kind() == ErrorKind::NotFound && !staging.exists() => {
-            Err(FileSinkError::WindowLost {
-                reason: format!("staging file {} disappeared: {e}", staging.display()),
-            })
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound && !staging.exists() => Err(FileSinkError::lost(
+            format!("staging file {} disappeared: {e}", staging.display()),
+            None,
+        )),
         Err(e) => Err(io("linking", &target)(e)),
     }
 }
@@ -397,4 +455,37 @@ fn sync_dir(dir: &Path) -> Result<(), FileSinkError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("syncing directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno(code: rustix::io::Errno) -> std::io::Error {
+        std::io::Error::from_raw_os_error(code.raw_os_error())
+    }
+
+    #[test]
+    fn filesystem_errors_are_labelled_by_what_the_operator_must_fix() {
+        use rustix::io::Errno;
+        assert_eq!(disk_error_type(&errno(Errno::NOSPC)), "no_space");
+        assert_eq!(disk_error_type(&errno(Errno::DQUOT)), "no_space");
+        assert_eq!(disk_error_type(&errno(Errno::ROFS)), "read_only");
+        assert_eq!(disk_error_type(&errno(Errno::IO)), "io_error");
+        assert_eq!(disk_error_type(&errno(Errno::ACCESS)), "permission");
+        assert_eq!(disk_error_type(&errno(Errno::NOENT)), "file");
+    }
+
+    #[test]
+    fn an_encoder_error_is_labelled_by_the_io_error_inside_it() {
+        let encoder = FormatError::Avro(crate::sink::avro::AvroError::Io(errno(
+            rustix::io::Errno::NOSPC,
+        )));
+        assert_eq!(FileSinkError::lost_by(&encoder).error_type(), "no_space");
+        assert_eq!(FileSinkError::Encode(encoder).error_type(), "no_space");
+        let parquet = FormatError::Parquet(
+            parquet::errors::ParquetError::from(errno(rustix::io::Errno::ROFS)).into(),
+        );
+        assert_eq!(FileSinkError::Encode(parquet).error_type(), "read_only");
+    }
 }

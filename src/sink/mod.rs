@@ -105,7 +105,7 @@ impl WriteError {
     pub fn kind(&self) -> &'static str {
         match self {
             WriteError::Stdout(_) => "stdout",
-            WriteError::File(_) => "file",
+            WriteError::File(error) => error.error_type(),
             WriteError::Blob(_) => "blob",
             WriteError::Journal(_) => "commit_record",
         }
@@ -425,6 +425,7 @@ impl PartitionSink {
         // one, and a new record; bounded so a broken archive cannot loop forever.
         let mut committed = Err(WriteError::File(FileSinkError::WindowLost {
             reason: "no free name for the window".into(),
+            error_type: "name_taken",
         }));
         for _ in 0..MAX_NAME_ATTEMPTS {
             let name = self.name_for_commit(&context);
@@ -679,6 +680,7 @@ impl Writer {
                 let window = window.as_mut().ok_or_else(|| {
                     WriteError::File(FileSinkError::WindowLost {
                         reason: "no open file".into(),
+                        error_type: "file",
                     })
                 })?;
                 window.append(events).map_err(WriteError::File)

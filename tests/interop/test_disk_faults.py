@@ -1,0 +1,204 @@
+"""The `file` sink on a real small filesystem (a tmpfs) that fills up or turns read-only while
+hubcap runs, for every file format: nothing is committed or checkpointed while the disk refuses
+writes, operators see why (`/readyz`, `hubcap_sink_errors_total{error_type=...}`), no partial file
+is ever visible, staging stays bounded, and once the disk is usable again hubcap carries on by
+itself and the archive holds every event exactly once.
+
+The checkpoint store lives off the small disk here, so what is tested is the archive alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.register_assert_rewrite("hubcap_process", "archive_formats", "disk_support")
+
+from archive_formats import AVRO, JSONL_ZSTD, PARQUET, ArchiveFormat  # noqa: E402
+from blob_support import readyz  # noqa: E402
+from conftest import emulator_binary, free_loopback_port, hubcap_binary  # noqa: E402
+from disk_support import SmallDisk, metric_total  # noqa: E402
+from hubcap_process import (  # noqa: E402
+    STAGING_DIR,
+    hubcap_config,
+    hubcap_is_built,
+    last_sequence_numbers,
+    make_workload,
+    read_checkpoints,
+    send_workload,
+    staging_files,
+)
+
+pytest_plugins = ["hubcap_process"]
+
+pytestmark = pytest.mark.skipif(
+    not (hubcap_is_built() and emulator_binary().is_file()),
+    reason=f"{hubcap_binary()} or {emulator_binary()} is not built: run `bash scripts/test.sh`",
+)
+
+FORMATS = [AVRO, PARQUET, JSONL_ZSTD]
+DISK_SIZE = 8 << 20
+EVENTS = 1_500  # per phase; ~250 bytes each: well inside the disk when it has room
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = SmallDisk(tmp_path / "disk", DISK_SIZE)
+    yield disk
+    disk.unmount()
+
+
+def disk_config(emulator, tmp_path: Path, disk: SmallDisk, fmt: ArchiveFormat, http_port: int) -> str:
+    sink: dict[str, Any] = {"type": "avro_file"} if fmt is AVRO else {"type": "file", **fmt.sink}
+    return hubcap_config(
+        emulator,
+        checkpoints=tmp_path / "checkpoints",
+        sink={**sink, "path": str(disk.mountpoint / "capture"), "max_window": "1s"},
+        http_listen=f"127.0.0.1:{http_port}",
+    )
+
+
+def file_digests(fmt: ArchiveFormat, root: Path) -> dict[Path, str]:
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in fmt.committed(root)}
+
+
+def sink_failing_reasons(port: int) -> list[str]:
+    status, body = readyz(port)
+    if status != 503 or not isinstance(body, dict):
+        return []
+    return [reason for reason in body.get("reasons", []) if "sink failing" in reason]
+
+
+def checkpointed(tmp_path: Path, emulator) -> dict[str, int]:
+    return {pid: record["sequencenumber"] for pid, record in read_checkpoints(tmp_path / "checkpoints", emulator).items()}
+
+
+def refused_phase(hubcap, fmt, root, port, error_type, checkpoints_now, hold=3.0):
+    """While the disk refuses writes: waits until operators can see it, then watches for `hold`
+    seconds that nothing is committed or checkpointed and staging stays bounded. Returns what
+    /readyz said."""
+    committed = file_digests(fmt, root)
+    checkpoints_before = checkpoints_now()
+    hubcap.wait_for(
+        lambda: any(f"({error_type})" in reason for reason in sink_failing_reasons(port))
+        and (metric_total(port, "hubcap_sink_errors_total", error_type=error_type) or 0) > 0,
+        lambda: f"/readyz 503 naming a partition's sink failing ({error_type}) and "
+        f"hubcap_sink_errors_total{{error_type={error_type!r}}} > 0 (readyz: {readyz(port)})",
+        timeout=30,
+    )
+    reasons = sink_failing_reasons(port)
+    held_until = time.monotonic() + hold
+    most_staged: dict[str, int] = collections.Counter()
+    while time.monotonic() < held_until:
+        per_partition = collections.Counter(path.name.split("-", 1)[0] for path in staging_files(root))
+        for partition, count in per_partition.items():
+            most_staged[partition] = max(most_staged[partition], count)
+        time.sleep(0.02)
+    too_many = {p: n for p, n in most_staged.items() if n > 1}
+    assert not too_many, f"more than one staging file per partition while the disk refused writes: {too_many}"
+    assert file_digests(fmt, root) == committed, "a window was committed while the disk refused writes"
+    assert checkpoints_now() == checkpoints_before, (
+        f"checkpoints moved while nothing could be committed: {checkpoints_before} -> {checkpoints_now()}"
+    )
+    return reasons
+
+
+def assert_archive_exact(fmt: ArchiveFormat, root: Path, sent) -> None:
+    """Every committed file whole and non-empty, every event in exactly one place."""
+    copies: dict[int, list[tuple[str, int]]] = collections.defaultdict(list)
+    for path in fmt.committed(root):
+        assert path.stat().st_size > 0, f"{path} is empty"
+        for record in fmt.capture_records(path):
+            number = record["Properties"]["n"]
+            copies[number].append((path.name, record["SequenceNumber"]))
+            assert record["Body"] == sent[number].body, f"{path}: event {number} has another body"
+    missing = sorted(set(sent) - set(copies))
+    assert not missing, f"{len(missing)} events not in the archive: {missing[:20]}"
+    twice = {n: where for n, where in copies.items() if len(where) > 1}
+    assert not twice, f"{len(twice)} events archived more than once: {list(twice.items())[:5]}"
+    visible = [path for path in root.rglob("*" + fmt.extension) if STAGING_DIR in path.relative_to(root).parts]
+    assert not visible, f"staging files named like committed files: {visible}"
+
+
+def recover(hubcap, emulator, tmp_path, port) -> None:
+    last = last_sequence_numbers(emulator)
+    hubcap.wait_for_checkpoints(tmp_path / "checkpoints", emulator, last, timeout=90)
+    hubcap.wait_for(
+        lambda: readyz(port)[0] == 200,
+        lambda: f"/readyz 200 again after the disk recovered (readyz: {readyz(port)})",
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.id)
+def test_a_full_disk_commits_nothing_and_hubcap_recovers_by_itself_once_space_is_freed(
+    emulator, start_hubcap, tmp_path, small_disk, fmt
+):
+    root = small_disk.mountpoint / "capture"
+    port = free_loopback_port()
+    hubcap = start_hubcap(disk_config(emulator, tmp_path, small_disk, fmt, port))
+    before = make_workload(EVENTS, prefix="before", padding=150)
+    send_workload(emulator, before)
+    hubcap.wait_for_checkpoints(tmp_path / "checkpoints", emulator, last_sequence_numbers(emulator), timeout=60)
+    committed_before = file_digests(fmt, root)
+
+    filled = small_disk.fill()
+    during = make_workload(EVENTS, start=EVENTS, prefix="while full", padding=150)
+    send_workload(emulator, during)
+    reasons = refused_phase(hubcap, fmt, root, port, "no_space", lambda: checkpointed(tmp_path, emulator))
+    print(f"filled {filled} bytes; /readyz said {reasons}")
+
+    small_disk.empty()
+    after = make_workload(EVENTS, start=2 * EVENTS, prefix="after", padding=150)
+    send_workload(emulator, after)
+    recover(hubcap, emulator, tmp_path, port)
+    # Once everything is committed no window is open: all space in use is visible files. A
+    # staging file deleted while still open (or one never deleted) would show here.
+    hubcap.wait_for(
+        lambda: not staging_files(root) and small_disk.used_bytes() == small_disk.file_bytes(),
+        lambda: f"the disk's used space back to what its files take: used {small_disk.used_bytes()}, "
+        f"files {small_disk.file_bytes()}, staging {staging_files(root)}",
+        timeout=10,
+    )
+    hubcap.terminate_cleanly()
+
+    for path, digest in committed_before.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} was rewritten"
+    sent = {event.number: event for event in before + during + after}
+    assert_archive_exact(fmt, root, sent)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.id)
+def test_a_disk_remounted_read_only_commits_nothing_and_hubcap_recovers_once_it_is_writable(
+    emulator, start_hubcap, tmp_path, small_disk, fmt
+):
+    root = small_disk.mountpoint / "capture"
+    port = free_loopback_port()
+    hubcap = start_hubcap(disk_config(emulator, tmp_path, small_disk, fmt, port))
+    before = make_workload(EVENTS, prefix="before", padding=150)
+    send_workload(emulator, before)
+    hubcap.wait_for_checkpoints(tmp_path / "checkpoints", emulator, last_sequence_numbers(emulator), timeout=60)
+    # Every window is committed and none is open (no events arrive): nothing is open for
+    # writing, so the kernel lets the filesystem go read-only.
+    small_disk.remount("ro")
+    committed_before = file_digests(fmt, root)
+
+    during = make_workload(EVENTS, start=EVENTS, prefix="while read-only", padding=150)
+    send_workload(emulator, during)
+    reasons = refused_phase(hubcap, fmt, root, port, "read_only", lambda: checkpointed(tmp_path, emulator))
+    print(f"/readyz said {reasons}")
+
+    small_disk.remount("rw")
+    recover(hubcap, emulator, tmp_path, port)
+    hubcap.terminate_cleanly()
+
+    assert not staging_files(root), f"staging files left after a clean stop: {staging_files(root)}"
+    for path, digest in committed_before.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} was rewritten"
+    sent = {event.number: event for event in before + during}
+    assert_archive_exact(fmt, root, sent)
