@@ -61,6 +61,14 @@ impl CheckpointError {
             CheckpointError::Store(_) => Recovery::Retry,
         }
     }
+
+    /// How long the store asked to wait before the next try, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            CheckpointError::Lost { .. } => None,
+            CheckpointError::Store(error) => error.retry_after(),
+        }
+    }
 }
 
 impl OwnershipLease {
@@ -175,6 +183,7 @@ impl OwnershipLease {
                 "the checkpoint of partition {} kept changing under this instance's writes",
                 self.partition_id
             ),
+            retry_after: None,
         }))
     }
 

@@ -104,7 +104,17 @@ impl Retry {
 
     /// Waits the next delay, unless `interrupt` completes first (its output is returned).
     pub async fn pause<T>(&mut self, interrupt: impl Future<Output = T>) -> Option<T> {
-        let delay = self.next_delay();
+        self.pause_at_least(None, interrupt).await
+    }
+
+    /// As [`Retry::pause`], but at least `asked` when the service said how long to wait
+    /// (`Retry-After`): the backoff still grows, the service's word is a floor.
+    pub async fn pause_at_least<T>(
+        &mut self,
+        asked: Option<Duration>,
+        interrupt: impl Future<Output = T>,
+    ) -> Option<T> {
+        let delay = self.next_delay().max(asked.unwrap_or_default());
         tokio::select! {
             _ = tokio::time::sleep(delay) => None,
             interrupted = interrupt => Some(interrupted),
@@ -116,8 +126,24 @@ impl Retry {
     /// ends it with `None` while it waits. `on_retry` sees each error that is retried.
     pub async fn run<T, E, Fut>(
         &mut self,
+        attempt: impl FnMut() -> Fut,
+        recovery: impl Fn(&E) -> Recovery,
+        on_retry: impl FnMut(&E),
+        interrupt: impl Future<Output = ()>,
+    ) -> Option<Result<T, E>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run_asked(attempt, recovery, |_| None, on_retry, interrupt)
+            .await
+    }
+
+    /// As [`Retry::run`], waiting at least what `asked` says an error asked for.
+    pub async fn run_asked<T, E, Fut>(
+        &mut self,
         mut attempt: impl FnMut() -> Fut,
         recovery: impl Fn(&E) -> Recovery,
+        asked: impl Fn(&E) -> Option<Duration>,
         mut on_retry: impl FnMut(&E),
         interrupt: impl Future<Output = ()>,
     ) -> Option<Result<T, E>>
@@ -133,7 +159,11 @@ impl Retry {
                 }
                 Err(error) if matches!(recovery(&error), Recovery::Retry | Recovery::Reconnect) => {
                     on_retry(&error);
-                    if self.pause(interrupt.as_mut()).await.is_some() {
+                    if self
+                        .pause_at_least(asked(&error), interrupt.as_mut())
+                        .await
+                        .is_some()
+                    {
                         return None;
                     }
                 }
@@ -165,6 +195,21 @@ mod tests {
         assert_eq!(*ceilings.last().unwrap(), Duration::from_secs(2));
         backoff.reset();
         assert!(backoff.next_delay(&mut rng) <= Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_the_service_asked_for_is_a_floor_under_the_backoff() {
+        let mut retry = retry();
+        let started = tokio::time::Instant::now();
+        retry
+            .pause_at_least(Some(Duration::from_secs(2)), std::future::pending::<()>())
+            .await;
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        let started = tokio::time::Instant::now();
+        retry
+            .pause_at_least(None, std::future::pending::<()>())
+            .await;
+        assert!(started.elapsed() <= Duration::from_millis(40));
     }
 
     fn retry() -> Retry {

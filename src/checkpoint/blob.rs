@@ -96,13 +96,19 @@ impl BlobCheckpointStore {
     /// A record's compare-and-swap: Set Blob Metadata with `If-Match: <version>`, or, without a
     /// version, Put Blob (empty) with `If-None-Match: *` (never Set Blob Metadata with that
     /// condition: Azurite ignores it).
+    ///
+    /// A 412 or 409 is checked against the record before it is believed: when the client's
+    /// retry follows a try that was applied but answered with an error (a 500, a cut
+    /// connection), the retry's condition fails on our own write. If the record holds exactly
+    /// what was written, the write landed and its ETag is the record's; otherwise another
+    /// writer changed it.
     async fn write_if(
         &self,
         name: &str,
         metadata: &HashMap<String, String>,
         version: Option<&str>,
     ) -> Result<Written, StorageError> {
-        match version {
+        let written = match version {
             Some(etag) => {
                 self.container
                     .set_metadata(name, metadata, Condition::IfMatch(etag.to_owned()))
@@ -113,6 +119,18 @@ impl BlobCheckpointStore {
                     .upload_empty(name, metadata, Condition::IfNoneMatchAny)
                     .await
             }
+        };
+        match written {
+            Err(
+                lost @ (StorageError::ConditionNotMet { .. } | StorageError::AlreadyExists { .. }),
+            ) => match self.container.get_properties(name).await? {
+                Some(record) if same_metadata(&record.metadata, metadata) => Ok(Written {
+                    etag: record.etag,
+                    last_modified: record.last_modified,
+                }),
+                _ => Err(lost),
+            },
+            other => other,
         }
     }
 
@@ -283,6 +301,19 @@ impl CheckpointStore for BlobCheckpointStore {
     }
 }
 
+/// Whether a record's metadata is what was written (keys lower-cased by the listing; an empty
+/// value is the same as an absent one, as services may drop either).
+fn same_metadata(record: &HashMap<String, String>, written: &HashMap<String, String>) -> bool {
+    let present = |metadata: &HashMap<String, String>| -> HashMap<String, String> {
+        metadata
+            .iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(key, value)| (key.to_ascii_lowercase(), value.clone()))
+            .collect()
+    };
+    present(record) == present(written)
+}
+
 /// A checkpoint's metadata: the SDKs' keys (an absent value as `""`, as .NET writes it, so every
 /// reader finds both) and hubcap's.
 fn checkpoint_metadata(checkpoint: &Checkpoint) -> HashMap<String, String> {
@@ -310,10 +341,53 @@ fn store_error(err: StorageError) -> StoreError {
     if err.is_transient() {
         StoreError::Unavailable {
             reason: err.to_string(),
+            retry_after: err.retry_after(),
         }
     } else {
         StoreError::Refused {
             reason: err.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_record_is_ours_only_if_it_holds_exactly_what_was_written() {
+        let written = metadata(&[("ownerid", "a"), ("offset", ""), ("sequencenumber", "7")]);
+        assert!(same_metadata(
+            &metadata(&[("ownerid", "a"), ("sequencenumber", "7")]),
+            &written
+        ));
+        assert!(same_metadata(
+            &metadata(&[("OwnerId", "a"), ("offset", ""), ("sequencenumber", "7")]),
+            &written
+        ));
+        assert!(!same_metadata(
+            &metadata(&[("ownerid", "b"), ("sequencenumber", "7")]),
+            &written
+        ));
+        assert!(!same_metadata(
+            &metadata(&[("ownerid", "a"), ("sequencenumber", "8")]),
+            &written
+        ));
+        // Another writer's extra key (a commit record) means it is not our write.
+        assert!(!same_metadata(
+            &metadata(&[
+                ("ownerid", "a"),
+                ("sequencenumber", "7"),
+                ("hubcapcommitlast", "9")
+            ]),
+            &written
+        ));
     }
 }

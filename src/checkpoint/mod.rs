@@ -154,7 +154,11 @@ pub struct ListedCheckpoint {
 pub enum StoreError {
     /// The store could not be reached or answered with a transient failure: retry later.
     #[error("checkpoint store unavailable: {reason}")]
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+        /// How long the store asked to be left alone (a throttled Blob Storage answer).
+        retry_after: Option<std::time::Duration>,
+    },
     /// The store refused the request (permissions, bad configuration): retrying will not help.
     #[error("checkpoint store refused the request: {reason}")]
     Refused { reason: String },
@@ -170,6 +174,14 @@ impl StoreError {
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::Refused { .. } => "refused",
             StoreError::InvalidRecord { .. } => "invalid_record",
+        }
+    }
+
+    /// How long the store asked to wait before the next try, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            StoreError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }

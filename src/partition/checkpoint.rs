@@ -32,9 +32,10 @@ impl PartitionTask {
         let (lease, store) = (Arc::clone(&self.lease), Arc::clone(&self.store));
         let written = self
             .retry()
-            .run(
+            .run_asked(
                 || lease.checkpoint(&store, &checkpoint),
                 CheckpointError::recovery,
+                CheckpointError::retry_after,
                 |error| self.checkpoint_failed(error),
                 std::future::pending(),
             )

@@ -209,7 +209,12 @@ impl PartitionTask {
                     }
                     // The window is kept: stop receiving and retry its commit.
                     let retry = retry.get_or_insert_with(|| self.retry());
-                    if retry.pause(self.lease.lost().cancelled()).await.is_some() {
+                    let asked = error.retry_after();
+                    if retry
+                        .pause_at_least(asked, self.lease.lost().cancelled())
+                        .await
+                        .is_some()
+                    {
                         return Some(Next::Exit(self.lose()));
                     }
                     result = self.sink.flush().await;

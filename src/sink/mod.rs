@@ -111,6 +111,15 @@ impl WriteError {
         }
     }
 
+    /// How long the storage service asked to wait before the next try, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            WriteError::Blob(BlobSinkError::Storage(error)) => error.retry_after(),
+            WriteError::Journal(error) => error.retry_after(),
+            _ => None,
+        }
+    }
+
     fn window_lost(&self) -> bool {
         matches!(
             self,
@@ -161,6 +170,16 @@ impl SinkError {
         match self {
             SinkError::Failed(cause) | SinkError::WindowDropped { cause, .. } => cause.kind(),
             SinkError::Lost => "lost",
+        }
+    }
+
+    /// How long the storage service asked to wait before the next try, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            SinkError::Failed(cause) | SinkError::WindowDropped { cause, .. } => {
+                cause.retry_after()
+            }
+            SinkError::Lost => None,
         }
     }
 }

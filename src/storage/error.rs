@@ -8,6 +8,7 @@
 use std::fmt;
 
 use azure_core::error::ErrorKind;
+use azure_core::http::headers::HeaderName;
 
 /// A failed Blob Storage operation.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum StorageError {
         target: String,
         /// Why, with no secret in it.
         reason: String,
+        /// How long the service asked the client to wait (`Retry-After` on a 429 or 503).
+        retry_after: Option<std::time::Duration>,
     },
     /// The account refused the request (401, 403, other 4xx): a credential, permission or
     /// configuration problem that retrying will not fix.
@@ -74,6 +77,14 @@ impl StorageError {
         matches!(self, StorageError::Unavailable { .. })
     }
 
+    /// How long the service asked to be left alone before the next try, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            StorageError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Sorts an azure_core error from `operation` on `target`.
     pub(super) fn from_azure(
         operation: &'static str,
@@ -82,13 +93,16 @@ impl StorageError {
     ) -> Self {
         let target = target.to_owned();
         let ErrorKind::HttpResponse {
-            status, error_code, ..
+            status,
+            error_code,
+            raw_response,
         } = error.kind()
         else {
             return StorageError::Unavailable {
                 operation,
                 target,
                 reason: transport_reason(error),
+                retry_after: None,
             };
         };
         let status = u16::from(*status);
@@ -107,6 +121,9 @@ impl StorageError {
                 operation,
                 target,
                 reason: status_reason(status, &code),
+                retry_after: raw_response
+                    .as_deref()
+                    .and_then(|response| retry_after(response.headers())),
             },
             _ => StorageError::Refused {
                 operation,
@@ -126,8 +143,23 @@ impl StorageError {
             operation,
             target: target.to_owned(),
             reason: format!("no answer within {after:?}"),
+            retry_after: None,
         }
     }
+}
+
+/// The wait a throttled answer asks for: `x-ms-retry-after-ms`, `retry-after-ms`, or
+/// `Retry-After` in seconds (the HTTP-date form is not used by Storage). Capped, so a
+/// misbehaving service cannot park a partition for hours.
+fn retry_after(headers: &azure_core::http::headers::Headers) -> Option<std::time::Duration> {
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(60);
+    let value = |name: &'static str| headers.get_optional_str(&HeaderName::from_static(name));
+    let wait = if let Some(ms) = value("x-ms-retry-after-ms").or_else(|| value("retry-after-ms")) {
+        std::time::Duration::from_millis(ms.trim().parse().ok()?)
+    } else {
+        std::time::Duration::try_from_secs_f64(value("retry-after")?.trim().parse().ok()?).ok()?
+    };
+    Some(wait.min(LONGEST))
 }
 
 fn status_reason(status: u16, code: &str) -> String {
@@ -220,6 +252,41 @@ mod tests {
             "error sending request for url (http://127.0.0.1:1/acct/c/b?<redacted>): \
              see https://x/y?<redacted> and http-ish words"
         );
+    }
+
+    #[test]
+    fn a_throttled_answer_says_how_long_to_wait_in_any_of_its_headers() {
+        use std::time::Duration;
+        let wait = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = azure_core::http::headers::Headers::new();
+            for (name, value) in pairs {
+                headers.insert(HeaderName::from_static(name), *value);
+            }
+            retry_after(&headers)
+        };
+        assert_eq!(wait(&[("retry-after", "2")]), Some(Duration::from_secs(2)));
+        assert_eq!(
+            wait(&[("retry-after", "0.5")]),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            wait(&[("retry-after", "9"), ("x-ms-retry-after-ms", "1500")]),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            wait(&[("retry-after-ms", "20")]),
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(
+            wait(&[("retry-after", "86400")]),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            wait(&[("retry-after", "Fri, 01 Jan 2021 00:00:00 GMT")]),
+            None
+        );
+        assert_eq!(wait(&[("retry-after", "-1")]), None);
+        assert_eq!(wait(&[]), None);
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! Conditional writes take a [`Condition`]; ETags are handled without their quotes.
 //!
 //! A retried conditional write can report a lost race it actually won (the first try landed,
-//! its answer did not): callers treat [`StorageError::ConditionNotMet`] and
-//! [`StorageError::AlreadyExists`] as "someone wrote it", which is then true of themselves.
+//! its answer did not): callers that get [`StorageError::ConditionNotMet`] or
+//! [`StorageError::AlreadyExists`] read the blob back and compare it with what they wrote
+//! before they believe someone else wrote it.
 
 mod endpoint;
 mod error;
@@ -106,6 +107,8 @@ pub struct BlobContainer {
     name: String,
     /// The container's URL with no query (where a SAS rides) and no user info: safe to show.
     url: String,
+    /// Until when the service asked to be left alone (Retry-After), shared by every clone.
+    throttle: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl std::fmt::Debug for BlobContainer {
@@ -172,7 +175,31 @@ impl BlobContainer {
             client: Arc::new(client),
             name: container.to_owned(),
             url,
+            throttle: Arc::default(),
         })
+    }
+
+    /// Runs one operation, after any wait a throttled answer asked for: the SDK honours
+    /// `Retry-After` between its own tries, this carries it over to the next operation, from
+    /// whichever loop of hubcap's it comes (checkpoints, renewals, commits share the account).
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        target: &str,
+        deadline: Duration,
+        work: impl Future<Output = azure_core::Result<T>>,
+    ) -> Result<T, StorageError> {
+        let until = *self.throttle.lock().expect("throttle lock");
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+        let result = run(operation, target, deadline, work).await;
+        if let Some(wait) = result.as_ref().err().and_then(StorageError::retry_after) {
+            let until = tokio::time::Instant::now() + wait;
+            let mut throttle = self.throttle.lock().expect("throttle lock");
+            *throttle = Some(throttle.map_or(until, |t| t.max(until)));
+        }
+        result
     }
 
     /// The container's name.
@@ -191,13 +218,14 @@ impl BlobContainer {
 
     /// Creates the container unless it exists.
     pub async fn create_container_if_missing(&self) -> Result<(), StorageError> {
-        let created = run(
-            "create container",
-            &self.name,
-            OPERATION_DEADLINE,
-            self.client.create(None),
-        )
-        .await;
+        let created = self
+            .call(
+                "create container",
+                &self.name,
+                OPERATION_DEADLINE,
+                self.client.create(None),
+            )
+            .await;
         match created {
             Ok(_) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(err) => Err(err),
@@ -237,19 +265,21 @@ impl BlobContainer {
             }
             Ok(items)
         };
-        run("list blobs", &target, OPERATION_DEADLINE, listing).await
+        self.call("list blobs", &target, OPERATION_DEADLINE, listing)
+            .await
     }
 
     /// The blob's properties and metadata; `None` if it does not exist.
     pub async fn get_properties(&self, name: &str) -> Result<Option<BlobProperties>, StorageError> {
         let blob = self.client.blob_client(name);
-        let response = run(
-            "get properties of",
-            &self.target(name),
-            OPERATION_DEADLINE,
-            blob.get_properties(Some(BlobClientGetPropertiesOptions::default())),
-        )
-        .await;
+        let response = self
+            .call(
+                "get properties of",
+                &self.target(name),
+                OPERATION_DEADLINE,
+                blob.get_properties(Some(BlobClientGetPropertiesOptions::default())),
+            )
+            .await;
         let headers = match response {
             Ok(response) => response.headers().clone(),
             Err(StorageError::NotFound { .. }) => return Ok(None),
@@ -281,13 +311,14 @@ impl BlobContainer {
             Condition::IfNoneMatchAny => options.if_none_match = Some(Etag::from("*")),
         }
         let blob = self.client.blob_client(name);
-        let response = run(
-            "set metadata of",
-            &self.target(name),
-            OPERATION_DEADLINE,
-            blob.set_metadata(metadata, Some(options)),
-        )
-        .await?;
+        let response = self
+            .call(
+                "set metadata of",
+                &self.target(name),
+                OPERATION_DEADLINE,
+                blob.set_metadata(metadata, Some(options)),
+            )
+            .await?;
         Ok(written_from(response.headers()))
     }
 
@@ -325,13 +356,14 @@ impl BlobContainer {
             TRANSFER_DEADLINE
         };
         let blob = self.client.blob_client(name);
-        let uploaded = run(
-            "upload",
-            &self.target(name),
-            deadline,
-            blob.upload(content.into(), Some(options)),
-        )
-        .await?;
+        let uploaded = self
+            .call(
+                "upload",
+                &self.target(name),
+                deadline,
+                blob.upload(content.into(), Some(options)),
+            )
+            .await?;
         Ok(Written {
             etag: uploaded.etag.map(unquoted).unwrap_or_default(),
             last_modified: uploaded
@@ -350,7 +382,7 @@ impl BlobContainer {
     ) -> Result<(), StorageError> {
         let block_blob = self.client.blob_client(name).block_blob_client();
         let length = content.len() as u64;
-        run(
+        self.call(
             "stage block of",
             &self.target(name),
             TRANSFER_DEADLINE,
@@ -393,13 +425,14 @@ impl BlobContainer {
             let blocks = RequestContent::try_from(blocks)?;
             block_blob.commit_block_list(blocks, Some(options)).await
         };
-        let response = run(
-            "commit block list of",
-            &self.target(name),
-            TRANSFER_DEADLINE,
-            committed,
-        )
-        .await?;
+        let response = self
+            .call(
+                "commit block list of",
+                &self.target(name),
+                TRANSFER_DEADLINE,
+                committed,
+            )
+            .await?;
         Ok(written_from(response.headers()))
     }
 
@@ -413,13 +446,14 @@ impl BlobContainer {
             ..Default::default()
         };
         let target = self.target(name);
-        let result = run(
-            "download",
-            &target,
-            TRANSFER_DEADLINE,
-            blob.download(Some(options)),
-        )
-        .await?;
+        let result = self
+            .call(
+                "download",
+                &target,
+                TRANSFER_DEADLINE,
+                blob.download(Some(options)),
+            )
+            .await?;
         Ok(BlobDownload {
             body: result.body,
             target,
@@ -433,13 +467,14 @@ impl BlobContainer {
             let result = blob.download(None).await?;
             result.body.collect().await
         };
-        let bytes = run(
-            "download",
-            &self.target(name),
-            TRANSFER_DEADLINE,
-            downloaded,
-        )
-        .await?;
+        let bytes = self
+            .call(
+                "download",
+                &self.target(name),
+                TRANSFER_DEADLINE,
+                downloaded,
+            )
+            .await?;
         Ok(bytes.to_vec())
     }
 }

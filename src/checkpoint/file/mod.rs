@@ -143,6 +143,7 @@ impl FileCheckpointStore {
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
             Err(err) => Err(StoreError::Unavailable {
                 reason: format!("file store task did not finish: {err}"),
+                retry_after: None,
             }),
         }
     }
@@ -453,6 +454,7 @@ impl ClaimLock {
                             "lock {} still held by another writer after {LOCK_WAIT:?}",
                             self.path.display()
                         ),
+                        retry_after: None,
                     })
                 }
                 Err(errno) => {
@@ -644,7 +646,10 @@ fn io_failure(action: impl Display, err: io::Error) -> StoreError {
     if refused {
         StoreError::Refused { reason }
     } else {
-        StoreError::Unavailable { reason }
+        StoreError::Unavailable {
+            reason,
+            retry_after: None,
+        }
     }
 }
 
