@@ -135,16 +135,23 @@ def recover(hubcap, emulator, tmp_path, port) -> None:
     )
 
 
-@pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.id)
-def test_a_full_disk_commits_nothing_and_hubcap_recovers_by_itself_once_space_is_freed(
-    emulator, start_hubcap, tmp_path, small_disk, fmt
-):
+def start_and_checkpoint(emulator, start_hubcap, tmp_path, small_disk, fmt):
+    """hubcap archiving onto the small disk, with a first batch archived and checkpointed:
+    (archive root, http port, hubcap, the events sent)."""
     root = small_disk.mountpoint / "capture"
     port = free_loopback_port()
     hubcap = start_hubcap(disk_config(emulator, tmp_path, small_disk, fmt, port))
     before = make_workload(EVENTS, prefix="before", padding=150)
     send_workload(emulator, before)
     hubcap.wait_for_checkpoints(tmp_path / "checkpoints", emulator, last_sequence_numbers(emulator), timeout=60)
+    return root, port, hubcap, before
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.id)
+def test_a_full_disk_commits_nothing_and_hubcap_recovers_by_itself_once_space_is_freed(
+    emulator, start_hubcap, tmp_path, small_disk, fmt
+):
+    root, port, hubcap, before = start_and_checkpoint(emulator, start_hubcap, tmp_path, small_disk, fmt)
     committed_before = file_digests(fmt, root)
 
     filled = small_disk.fill()
@@ -177,12 +184,7 @@ def test_a_full_disk_commits_nothing_and_hubcap_recovers_by_itself_once_space_is
 def test_a_disk_remounted_read_only_commits_nothing_and_hubcap_recovers_once_it_is_writable(
     emulator, start_hubcap, tmp_path, small_disk, fmt
 ):
-    root = small_disk.mountpoint / "capture"
-    port = free_loopback_port()
-    hubcap = start_hubcap(disk_config(emulator, tmp_path, small_disk, fmt, port))
-    before = make_workload(EVENTS, prefix="before", padding=150)
-    send_workload(emulator, before)
-    hubcap.wait_for_checkpoints(tmp_path / "checkpoints", emulator, last_sequence_numbers(emulator), timeout=60)
+    root, port, hubcap, before = start_and_checkpoint(emulator, start_hubcap, tmp_path, small_disk, fmt)
     # Every window is committed and none is open (no events arrive): nothing is open for
     # writing, so the kernel lets the filesystem go read-only.
     small_disk.remount("ro")
