@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use amqp_frame_guard::FrameGuard;
 use fe2o3_amqp::acceptor::ConnectionAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -303,7 +304,9 @@ where
         .sasl_acceptor(EventHubsSasl)
         .build();
     let connection = tokio::select! {
-        connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match connection {
+        // FrameGuard: fe2o3-amqp 0.18.4 panics on a frame whose size is below its 8-byte
+        // header; the guard fails the read instead (amqp-frame-guard says more).
+        connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(FrameGuard::new(stream))) => match connection {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => {
                 debug!(connection = id, %error, "AMQP open failed");

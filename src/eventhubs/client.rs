@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use amqp_frame_guard::FrameGuard;
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::Connection;
@@ -163,7 +164,9 @@ impl EventHubClient {
             .sasl_profile(SaslProfile::Anonymous)
             .max_frame_size(1024 * 1024)
             .scheme("amqp");
-        // TLS first, then AMQP inside it: what the service and the official SDKs do.
+        // TLS first, then AMQP inside it: what the service and the official SDKs do. fe2o3 reads
+        // through a FrameGuard: fe2o3-amqp 0.18.4 panics on a frame whose size is below its
+        // 8-byte header, the guard fails the read instead (amqp-frame-guard says more).
         let mut handle = match &self.tls {
             Some(connector) => {
                 let server_name =
@@ -173,9 +176,9 @@ impl EventHubClient {
                     .connect(server_name, tcp)
                     .await
                     .map_err(|e| connect_error(format!("TLS: {e}")))?;
-                builder.open_with_stream(stream).await
+                builder.open_with_stream(FrameGuard::new(stream)).await
             }
-            None => builder.open_with_stream(tcp).await,
+            None => builder.open_with_stream(FrameGuard::new(tcp)).await,
         }
         .map_err(|e| connect_error(reason(e)))?;
         let mut cbs = CbsLink::attach(&mut handle).await?;
