@@ -368,7 +368,7 @@ pub fn parse(
         }
         _ => {
             debug_assert!(!ctx.errors.is_empty(), "a section failed without an error");
-            Err(ConfigErrors::new(source_name, ctx.errors))
+            Err(ConfigErrors::new(source_name, ctx.into_errors()))
         }
     }
 }

@@ -20,6 +20,9 @@ pub(super) struct Ctx<'a> {
     text: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
     pub(super) errors: Vec<ConfigError>,
+    /// Every `${VAR}` the environment answered, with its value: kept out of every message
+    /// (see [`Ctx::into_errors`]).
+    from_env: Vec<(String, String)>,
 }
 
 /// One key of a section, with where it was written.
@@ -47,7 +50,20 @@ impl<'a> Ctx<'a> {
             text,
             env,
             errors: Vec::new(),
+            from_env: Vec::new(),
         }
+    }
+
+    /// The problems found, with anything the environment supplied taken out of them.
+    pub(super) fn into_errors(self) -> Vec<ConfigError> {
+        let from_env = self.from_env;
+        self.errors
+            .into_iter()
+            .map(|error| ConfigError {
+                message: redact_environment(error.message, &from_env),
+                ..error
+            })
+            .collect()
     }
 
     /// 1-based line of a byte offset in the source.
@@ -99,7 +115,18 @@ impl<'a> Ctx<'a> {
     }
 
     fn substituted(&mut self, entry: &Entry, raw: &str) -> Option<String> {
-        match substitute(raw, self.env) {
+        let env = self.env;
+        let answered = std::cell::RefCell::new(Vec::new());
+        let recording = |name: &str| {
+            let value = env(name);
+            if let Some(value) = &value {
+                answered.borrow_mut().push((name.to_owned(), value.clone()));
+            }
+            value
+        };
+        let substituted = substitute(raw, &recording);
+        self.from_env.extend(answered.into_inner());
+        match substituted {
             Ok(value) => Some(value),
             Err(messages) => {
                 for message in messages {
@@ -272,6 +299,51 @@ impl<'a> Ctx<'a> {
         self.error(&entry.key, entry.line, message);
         None
     }
+}
+
+/// Shortest run of an environment value's bytes that [`redact_environment`] takes out.
+const ENV_RUN: usize = 6;
+
+/// Replaces every run of at least [`ENV_RUN`] bytes that also occurs in a value the environment
+/// supplied with `<from ${NAME}>`. Validators quote the value they refuse, and a substituted
+/// value may be a secret, or hold one (a SAS URL in the wrong variable); the credential markers
+/// of [`redact_credentials`] miss a fragment of one that a validator split off (a log filter's
+/// level after its last `=`). Runs, not whole values, so that a fragment is caught too.
+fn redact_environment(message: String, from_env: &[(String, String)]) -> String {
+    let mut covered: Vec<Option<&str>> = vec![None; message.len()];
+    let bytes = message.as_bytes();
+    for (name, value) in from_env {
+        if value.len() < ENV_RUN || bytes.len() < ENV_RUN {
+            continue;
+        }
+        let runs: std::collections::HashSet<&[u8]> = value.as_bytes().windows(ENV_RUN).collect();
+        for (at, window) in bytes.windows(ENV_RUN).enumerate() {
+            if runs.contains(window) {
+                covered[at..at + ENV_RUN].fill(Some(name.as_str()));
+            }
+        }
+    }
+    if covered.iter().all(Option::is_none) {
+        return message;
+    }
+    // A character is taken out when any of its bytes is covered; a run of them becomes one
+    // placeholder.
+    let mut out = String::with_capacity(message.len());
+    let mut in_run = false;
+    for (at, c) in message.char_indices() {
+        match covered[at..at + c.len_utf8()].iter().find_map(|name| *name) {
+            Some(name) if !in_run => {
+                out.push_str(&format!("<from ${{{name}}}>"));
+                in_run = true;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                in_run = false;
+            }
+        }
+    }
+    out
 }
 
 /// Replaces what follows a credential marker with `<redacted>`. Secret keys never quote their
@@ -574,5 +646,26 @@ mod tests {
         assert!(!redacted.contains("LEAK"), "{redacted}");
         assert_eq!(redact_credentials("sig=".to_owned()), "sig=<redacted>");
         assert_eq!(redact_credentials("no secrets".to_owned()), "no secrets");
+    }
+
+    #[test]
+    fn runs_of_environment_values_are_taken_out_of_messages() {
+        let from_env = [
+            ("KEY".to_owned(), "s3cretValue".to_owned()),
+            ("SHORT".to_owned(), "abc".to_owned()),
+        ];
+        let redact = |message: &str| redact_environment(message.to_owned(), &from_env);
+        assert_eq!(redact("bad \"s3cretValue\""), "bad \"<from ${KEY}>\"");
+        // A fragment split off the value, and a value with text around it.
+        assert_eq!(redact("level \"retVal\""), "level \"<from ${KEY}>\"");
+        assert_eq!(redact("x=s3cretValue-y"), "x=<from ${KEY}>-y");
+        // Runs shorter than ENV_RUN, and short values, are not secrets worth the confusion.
+        assert_eq!(redact("s3cre abc"), "s3cre abc");
+        // Multi-byte characters next to a run stay whole.
+        let from_env = [("V".to_owned(), "ünïcødé-valüe".to_owned())];
+        assert_eq!(
+            redact_environment("é«ünïcødé-valüe»".to_owned(), &from_env),
+            "é«<from ${V}>»"
+        );
     }
 }
