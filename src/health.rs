@@ -39,8 +39,13 @@ pub struct PartitionHealth {
     /// (`no_space`, `read_only`, `io_error`, `blob`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sink_error_type: Option<&'static str>,
-    /// The checkpoint store refuses this partition's checkpoint (unreachable, permissions).
+    /// The checkpoint store refuses this partition's checkpoint or commit record
+    /// (unreachable, permissions, its disk full).
     pub checkpoint_failing: bool,
+    /// While failing: what failed, as `hubcap_checkpoint_errors_total`'s `error_type` names it
+    /// (`unavailable`, `no_space`, `read_only`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_error_type: Option<&'static str>,
     /// Why the partition is not receiving, if it is not.
     pub last_error: Option<String>,
 }
@@ -119,7 +124,12 @@ impl Health {
                 }
             }
             if partition.checkpoint_failing {
-                reasons.push(format!("partition {id}: checkpoint failing"));
+                match partition.checkpoint_error_type {
+                    Some(error_type) => {
+                        reasons.push(format!("partition {id}: checkpoint failing ({error_type})"))
+                    }
+                    None => reasons.push(format!("partition {id}: checkpoint failing")),
+                }
             }
         }
         Readiness {

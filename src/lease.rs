@@ -62,6 +62,14 @@ impl CheckpointError {
         }
     }
 
+    /// A bounded label for metrics and `/readyz`: the store's error kind, or `lost`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckpointError::Lost { .. } => "lost",
+            CheckpointError::Store(error) => error.kind(),
+        }
+    }
+
     /// How long the store asked to wait before the next try, if it said.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {

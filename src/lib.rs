@@ -36,6 +36,7 @@ pub mod config;
 pub mod crash_hook;
 pub mod credential;
 pub mod demo;
+pub mod disk;
 pub mod eventhubs;
 pub mod health;
 pub mod http;

@@ -162,6 +162,14 @@ pub enum StoreError {
     /// The store refused the request (permissions, bad configuration): retrying will not help.
     #[error("checkpoint store refused the request: {reason}")]
     Refused { reason: String },
+    /// A local store's filesystem failed (full, read-only, a device error): retried like
+    /// `Unavailable`, labelled by what the operator must fix.
+    #[error("checkpoint store cannot write ({error_type}): {reason}")]
+    Disk {
+        reason: String,
+        /// [`crate::disk::error_type`]: `no_space`, `read_only`, `io_error`, ...
+        error_type: &'static str,
+    },
     /// A record exists but cannot be understood.
     #[error("checkpoint store record {name} is invalid: {reason}")]
     InvalidRecord { name: String, reason: String },
@@ -173,6 +181,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::Refused { .. } => "refused",
+            StoreError::Disk { error_type, .. } => error_type,
             StoreError::InvalidRecord { .. } => "invalid_record",
         }
     }

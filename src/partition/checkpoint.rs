@@ -44,8 +44,10 @@ impl PartitionTask {
             Some(Ok(())) => {
                 self.metrics.checkpointed(last_sequence_number);
                 self.health.store_reachable();
-                self.health
-                    .partition(&lease.partition_id, |p| p.checkpoint_failing = false);
+                self.health.partition(&lease.partition_id, |p| {
+                    p.checkpoint_failing = false;
+                    p.checkpoint_error_type = None;
+                });
                 info!(partition_id = %lease.partition_id, events = window.events, bytes = window.bytes,
                     first_sequence_number = window.first_sequence_number.unwrap_or_default(),
                     last_sequence_number, location = window.location.as_deref().unwrap_or(""),

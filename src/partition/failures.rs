@@ -7,7 +7,7 @@ use super::progress::{self, AfterReceiveError};
 use super::{Next, PartitionExit, PartitionTask};
 use crate::eventhubs::{EventHubsError, EventPosition};
 use crate::lease::CheckpointError;
-use crate::sink::SinkError;
+use crate::sink::{SinkError, WriteError};
 
 impl PartitionTask {
     /// Decides what an Event Hubs error means for this partition.
@@ -44,6 +44,14 @@ impl PartitionTask {
     }
 
     pub(super) fn sink_failed(&self, error: &SinkError) {
+        // The commit record is written to the checkpoint store: when that fails, the store is
+        // what operators must look at, whatever the archive's disk or container is doing.
+        if let SinkError::Failed(WriteError::Journal(journal)) = error {
+            self.store_failed(journal);
+            warn!(partition_id = %self.lease.partition_id, error = %error,
+                error_type = journal.kind(), "commit record write failed; the window waits, nothing checkpointed");
+            return;
+        }
         self.metrics.sink_error(error.kind());
         self.health.partition(&self.lease.partition_id, |p| {
             p.sink_failing = true;
@@ -54,14 +62,20 @@ impl PartitionTask {
             "sink failed; nothing checkpointed past the last committed window");
     }
     pub(super) fn checkpoint_failed(&self, error: &CheckpointError) {
-        if let CheckpointError::Store(error) = error {
-            self.metrics.checkpoint_error(error.kind());
+        self.store_failed(error);
+        warn!(partition_id = %self.lease.partition_id, error = %error, error_type = error.kind(),
+            "checkpoint write failed; retrying before reading on");
+    }
+
+    /// What operators see of a failed checkpoint or commit record write.
+    fn store_failed(&self, error: &CheckpointError) {
+        if let CheckpointError::Store(store) = error {
+            self.metrics.checkpoint_error(store.kind());
         }
         self.health.partition(&self.lease.partition_id, |p| {
             p.checkpoint_failing = true;
+            p.checkpoint_error_type = Some(error.kind());
             p.last_error = Some(error.to_string());
         });
-        warn!(partition_id = %self.lease.partition_id, error = %error,
-            "checkpoint write failed; retrying before reading on");
     }
 }

@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use rustix::fs::{flock, FlockOperation};
 
+use crate::disk::error_type as disk_error_type;
 use crate::eventhubs::ReceivedEvent;
 use crate::sink::format::{FileFormat, FormatError, FormatWriter};
 use crate::sink::path_format::{PathContext, PathFormat};
@@ -93,18 +94,6 @@ impl FileSinkError {
 
     fn lost_by(error: &(dyn std::error::Error + 'static)) -> Self {
         Self::lost(error.to_string(), io_source(error))
-    }
-}
-
-/// The label of a filesystem error: `no_space`, `read_only`, `io_error` (EIO: the device
-/// failed), `permission`, or `file` for anything else.
-pub fn disk_error_type(error: &std::io::Error) -> &'static str {
-    match error.kind() {
-        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => "no_space",
-        ErrorKind::ReadOnlyFilesystem => "read_only",
-        ErrorKind::PermissionDenied => "permission",
-        _ if error.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => "io_error",
-        _ => "file",
     }
 }
 
@@ -463,17 +452,6 @@ mod tests {
 
     fn errno(code: rustix::io::Errno) -> std::io::Error {
         std::io::Error::from_raw_os_error(code.raw_os_error())
-    }
-
-    #[test]
-    fn filesystem_errors_are_labelled_by_what_the_operator_must_fix() {
-        use rustix::io::Errno;
-        assert_eq!(disk_error_type(&errno(Errno::NOSPC)), "no_space");
-        assert_eq!(disk_error_type(&errno(Errno::DQUOT)), "no_space");
-        assert_eq!(disk_error_type(&errno(Errno::ROFS)), "read_only");
-        assert_eq!(disk_error_type(&errno(Errno::IO)), "io_error");
-        assert_eq!(disk_error_type(&errno(Errno::ACCESS)), "permission");
-        assert_eq!(disk_error_type(&errno(Errno::NOENT)), "file");
     }
 
     #[test]

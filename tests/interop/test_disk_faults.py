@@ -4,7 +4,8 @@ writes, operators see why (`/readyz`, `hubcap_sink_errors_total{error_type=...}`
 is ever visible, staging stays bounded, and once the disk is usable again hubcap carries on by
 itself and the archive holds every event exactly once.
 
-The checkpoint store lives off the small disk here, so what is tested is the archive alone.
+The archive tests keep the checkpoint store off the small disk, so what they test is the archive
+alone; the last test puts the `file` checkpoint store on it instead, with the archive elsewhere.
 """
 
 from __future__ import annotations
@@ -204,3 +205,78 @@ def test_a_disk_remounted_read_only_commits_nothing_and_hubcap_recovers_once_it_
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} was rewritten"
     sent = {event.number: event for event in before + during}
     assert_archive_exact(fmt, root, sent)
+
+
+# --------------------------------------------------------------------------------------------
+# the file checkpoint store on the small disk (the archive on a healthy one)
+
+
+def checkpoint_failing_reasons(port: int) -> list[str]:
+    status, body = readyz(port)
+    if status != 503 or not isinstance(body, dict):
+        return []
+    return [reason for reason in body.get("reasons", []) if "checkpoint failing" in reason]
+
+
+def store_temp_files(checkpoints: Path) -> list[Path]:
+    return [path for path in checkpoints.rglob("*") if ".tmp-" in path.name]
+
+
+@pytest.mark.parametrize("fault", ["no_space", "read_only"])
+def test_a_checkpoint_store_disk_that_refuses_writes_holds_checkpoints_back_and_recovers(
+    emulator, start_hubcap, tmp_path, small_disk, fault
+):
+    """The file checkpoint store on a disk that fills up or turns read-only: the archive goes on
+    (its disk is fine) but no checkpoint moves, operators see which partitions cannot
+    checkpoint and why, no partition is given up, and once the disk takes writes again every
+    checkpoint catches up by itself, with each event archived exactly once."""
+    checkpoints = small_disk.mountpoint / "checkpoints"
+    root = tmp_path / "capture"
+    port = free_loopback_port()
+    hubcap = start_hubcap(
+        hubcap_config(
+            emulator,
+            checkpoints=checkpoints,
+            sink={"type": "avro_file", "path": str(root), "max_window": "1s"},
+            http_listen=f"127.0.0.1:{port}",
+        )
+    )
+    before = make_workload(EVENTS, prefix="before", padding=150)
+    send_workload(emulator, before)
+    hubcap.wait_for_checkpoints(checkpoints, emulator, last_sequence_numbers(emulator), timeout=60)
+    if fault == "no_space":
+        small_disk.fill()
+    else:
+        small_disk.remount("ro")
+
+    during = make_workload(EVENTS, start=EVENTS, prefix="while refused", padding=150)
+    send_workload(emulator, during)
+    hubcap.wait_for(
+        lambda: any(f"({fault})" in reason for reason in checkpoint_failing_reasons(port))
+        and (metric_total(port, "hubcap_checkpoint_errors_total", error_type=fault) or 0) > 0,
+        lambda: f"/readyz 503 naming a partition's checkpoint failing ({fault}) and "
+        f"hubcap_checkpoint_errors_total{{error_type={fault!r}}} > 0 (readyz: {readyz(port)})",
+        timeout=30,
+    )
+    checkpoints_before = read_checkpoints(checkpoints, emulator)
+    held_until = time.monotonic() + 3.0
+    while time.monotonic() < held_until:
+        assert read_checkpoints(checkpoints, emulator) == checkpoints_before, "a checkpoint moved on a refusing disk"
+        assert not store_temp_files(checkpoints), f"temporary records left: {store_temp_files(checkpoints)}"
+        time.sleep(0.05)
+    assert hubcap.process.poll() is None, "hubcap exited while its checkpoint disk refused writes"
+
+    if fault == "no_space":
+        small_disk.empty()
+    else:
+        small_disk.remount("rw")
+    hubcap.wait_for_checkpoints(checkpoints, emulator, last_sequence_numbers(emulator), timeout=90)
+    hubcap.wait_for(
+        lambda: readyz(port)[0] == 200,
+        lambda: f"/readyz 200 again after the disk recovered (readyz: {readyz(port)})",
+        timeout=30,
+    )
+    hubcap.terminate_cleanly()
+    assert not store_temp_files(checkpoints), f"temporary records left: {store_temp_files(checkpoints)}"
+    sent = {event.number: event for event in before + during}
+    assert_archive_exact(AVRO, root, sent)

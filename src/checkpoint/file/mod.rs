@@ -632,23 +632,21 @@ fn now_unix_ms() -> u64 {
         })
 }
 
-/// Permission and configuration problems will not go away by retrying; anything else (a full
-/// disk, an I/O error) might.
+/// A path that cannot be a record (a directory in its place, a name too long) is a
+/// configuration problem; anything else is the disk's (full, read-only, failing, permissions),
+/// labelled as the archive's file sink labels it.
 fn io_failure(action: impl Display, err: io::Error) -> StoreError {
     let reason = format!("{action}: {err}");
-    let refused = matches!(
+    let misplaced = matches!(
         err.kind(),
-        ErrorKind::PermissionDenied
-            | ErrorKind::ReadOnlyFilesystem
-            | ErrorKind::NotADirectory
-            | ErrorKind::IsADirectory
+        ErrorKind::NotADirectory | ErrorKind::IsADirectory
     ) || Errno::from_io_error(&err) == Some(Errno::NAMETOOLONG);
-    if refused {
+    if misplaced {
         StoreError::Refused { reason }
     } else {
-        StoreError::Unavailable {
+        StoreError::Disk {
             reason,
-            retry_after: None,
+            error_type: crate::disk::error_type(&err),
         }
     }
 }

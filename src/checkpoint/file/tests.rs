@@ -433,32 +433,36 @@ fn a_root_that_is_a_file_is_refused() {
 }
 
 #[test]
-fn io_errors_map_to_retry_or_refuse() {
-    let unavailable = [
-        ErrorKind::StorageFull,
-        ErrorKind::NotFound,
-        ErrorKind::Interrupted,
+fn io_errors_are_the_disk_s_labelled_like_the_archive_s_or_a_misplaced_path() {
+    let errno = |code: Errno| io::Error::from_raw_os_error(code.raw_os_error());
+    let cases = [
+        (io::Error::from(ErrorKind::StorageFull), "no_space"),
+        (errno(Errno::DQUOT), "no_space"),
+        (errno(Errno::ROFS), "read_only"),
+        (errno(Errno::IO), "io_error"),
+        (errno(Errno::ACCESS), "permission"),
+        (io::Error::from(ErrorKind::NotFound), "file"),
+        (io::Error::from(ErrorKind::Interrupted), "file"),
     ];
-    for kind in unavailable {
-        let err = io_failure("writing /x/0", io::Error::from(kind));
-        assert!(matches!(err, StoreError::Unavailable { .. }), "{kind:?}");
+    for (error, label) in cases {
+        let shown = error.to_string();
+        match io_failure("writing /x/0", error) {
+            StoreError::Disk { error_type, reason } => {
+                assert_eq!(error_type, label, "{shown}");
+                assert_eq!(reason, format!("writing /x/0: {shown}"));
+            }
+            other => panic!("{shown}: expected Disk, got {other:?}"),
+        }
     }
-    let eio = io_failure(
-        "fsyncing /x/0",
-        io::Error::from_raw_os_error(Errno::IO.raw_os_error()),
-    );
-    assert!(matches!(eio, StoreError::Unavailable { .. }));
-    for errno in [Errno::ACCESS, Errno::ROFS, Errno::PERM, Errno::NAMETOOLONG] {
-        let err = io_failure(
-            "writing /x/0",
-            io::Error::from_raw_os_error(errno.raw_os_error()),
-        );
-        assert!(matches!(err, StoreError::Refused { .. }), "{errno:?}");
+    for code in [Errno::NOTDIR, Errno::ISDIR, Errno::NAMETOOLONG] {
+        let err = io_failure("writing /x/0", errno(code));
+        assert!(matches!(err, StoreError::Refused { .. }), "{code:?}");
     }
-    let message = io_failure("writing /x/0", io::Error::from(ErrorKind::StorageFull));
-    assert!(message
+    let full = io_failure("writing /x/0", io::Error::from(ErrorKind::StorageFull));
+    assert_eq!(full.kind(), "no_space");
+    assert!(full
         .to_string()
-        .starts_with("checkpoint store unavailable: writing /x/0: "));
+        .starts_with("checkpoint store cannot write (no_space): writing /x/0: "));
 }
 
 /// Every contender reads the version, waits for all others to have read it, then claims
