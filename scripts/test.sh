@@ -72,6 +72,18 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# --- System libraries: libfuse 3 (tests/interop/fault_fs.py mounts a FUSE filesystem) ----------
+if ! ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing libfuse 3 (Debian package libfuse3-3)"
+    { apt-get update -qq >/dev/null \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libfuse3-3 >/dev/null; } \
+      || die "apt-get install libfuse3-3 failed: install libfuse 3 by hand"
+  else
+    die "libfuse 3 is missing: install the Debian package libfuse3-3 (apt-get install libfuse3-3)"
+  fi
+fi
+
 # --- Python: .venv -------------------------------------------------------------------------------
 venv=.venv
 requirements=tests/interop/requirements.txt

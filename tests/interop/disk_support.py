@@ -1,5 +1,6 @@
-"""A real small filesystem for disk-fault tests: a tmpfs mounted under the test's directory, that
-a test fills to the last byte, empties again, or remounts read-only and back.
+"""Real filesystems for disk-fault tests: a tmpfs mounted under the test's directory, that a test
+fills to the last byte, empties again, or remounts read-only and back; and a FUSE passthrough
+mount (fault_fs.py) that answers EIO or takes seconds per fsync when told to.
 
 Mounting needs root (the CI machines run the tests as root). Where mounting is refused the
 test is skipped with the reason, except under `CI=true`, where a skip would hide that the
@@ -9,8 +10,10 @@ faults were never exercised: there it fails.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -118,3 +121,63 @@ def metric_total(port: int, name: str, **labels: str) -> Optional[float]:
         if line.startswith(name + "{") and all(label in line for label in wanted):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+class FaultDisk:
+    """A FUSE mount at `mountpoint` passing through to `backing`, with EIO and slow fsyncs on
+    demand (tests/interop/fault_fs.py). Like SmallDisk, it skips, or fails under CI=true, where
+    FUSE cannot be mounted."""
+
+    def __init__(self, root: Path) -> None:
+        self.backing = root / "backing"
+        self.mountpoint = root / "mount"
+        self.control = root / "faults.json"
+        self.log = root / "operations.log"
+        self.stderr = root / "fault_fs.stderr.log"
+        for directory in (self.backing, self.mountpoint):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.log.touch()
+        script = Path(__file__).with_name("fault_fs.py")
+        with open(self.stderr, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, str(script), str(self.backing), str(self.mountpoint), str(self.control), str(self.log)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        deadline = time.monotonic() + 15
+        while not os.path.ismount(self.mountpoint):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                reason = f"cannot mount a FUSE filesystem at {self.mountpoint}: {self.stderr.read_text()[-2000:]}"
+                self.stop()
+                if os.environ.get("CI") == "true":
+                    pytest.fail(f"{reason} (CI=true: disk-fault tests must run)")
+                pytest.skip(reason)
+            time.sleep(0.05)
+
+    def set(self, *, eio: tuple[str, ...] = (), fsync_delay: float = 0.0) -> None:
+        """Replaces the faults in force (none when called without arguments)."""
+        temporary = self.control.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"eio": list(eio), "fsync_delay": fsync_delay}))
+        temporary.replace(self.control)
+
+    def operations(self) -> list[list[str]]:
+        """The logged operations so far, each split into words (`["fsync", path, "EIO"]`)."""
+        return [line.split() for line in self.log.read_text().splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True)
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process `pid`."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"/proc/{pid}/status has no VmRSS")

@@ -23,7 +23,7 @@ pytest.register_assert_rewrite("hubcap_process", "archive_formats", "disk_suppor
 from archive_formats import AVRO, JSONL_ZSTD, PARQUET, ArchiveFormat  # noqa: E402
 from blob_support import readyz  # noqa: E402
 from conftest import emulator_binary, free_loopback_port, hubcap_binary  # noqa: E402
-from disk_support import SmallDisk, metric_total  # noqa: E402
+from disk_support import FaultDisk, SmallDisk, metric_total, rss_bytes  # noqa: E402
 from hubcap_process import (  # noqa: E402
     STAGING_DIR,
     hubcap_config,
@@ -280,3 +280,120 @@ def test_a_checkpoint_store_disk_that_refuses_writes_holds_checkpoints_back_and_
     assert not store_temp_files(checkpoints), f"temporary records left: {store_temp_files(checkpoints)}"
     sent = {event.number: event for event in before + during}
     assert_archive_exact(AVRO, root, sent)
+
+
+# --------------------------------------------------------------------------------------------
+# a disk that fails (EIO) or is slow: the archive on a FUSE passthrough mount
+
+
+@pytest.fixture
+def fault_disk(tmp_path):
+    disk = FaultDisk(tmp_path / "fuse")
+    yield disk
+    disk.stop()
+
+
+def fault_disk_config(emulator, tmp_path: Path, disk: FaultDisk, http_port: int, **sink: Any) -> str:
+    return hubcap_config(
+        emulator,
+        checkpoints=tmp_path / "checkpoints",
+        sink={"type": "avro_file", "path": str(disk.mountpoint / "capture"), "max_window": "1s", **sink},
+        http_listen=f"127.0.0.1:{http_port}",
+    )
+
+
+def test_an_fsync_that_fails_with_eio_never_commits_its_file_and_hubcap_recovers(
+    emulator, start_hubcap, tmp_path, fault_disk
+):
+    """Every fsync answers EIO for a while. After a failed fsync Linux may have dropped the
+    file's dirty pages and report a later fsync as success, so the staging file must never be
+    fsynced again or committed: the window is dropped and rebuilt from the events. Meanwhile
+    nothing is committed or checkpointed and operators see `sink failing (io_error)`."""
+    root = fault_disk.mountpoint / "capture"
+    port = free_loopback_port()
+    hubcap = start_hubcap(fault_disk_config(emulator, tmp_path, fault_disk, port))
+    before = make_workload(EVENTS, prefix="before", padding=150)
+    send_workload(emulator, before)
+    hubcap.wait_for_checkpoints(tmp_path / "checkpoints", emulator, last_sequence_numbers(emulator), timeout=60)
+    committed_before = file_digests(AVRO, root)
+
+    fault_disk.set(eio=("fsync",))
+    during = make_workload(EVENTS, start=EVENTS, prefix="while failing", padding=150)
+    send_workload(emulator, during)
+    reasons = refused_phase(hubcap, AVRO, root, port, "io_error", lambda: checkpointed(tmp_path, emulator))
+    print(f"/readyz said {reasons}")
+
+    fault_disk.set()
+    recover(hubcap, emulator, tmp_path, port)
+    hubcap.terminate_cleanly()
+
+    operations = fault_disk.operations()
+    failed = {op[1] for op in operations if op[0] == "fsync" and op[-1] == "EIO"}
+    assert failed, "no fsync failed: the fault was not exercised"
+    for index, op in enumerate(operations):
+        if op[0] == "fsync" and op[-1] == "EIO":
+            later = [o for o in operations[index + 1 :] if o[1] == op[1] and o[0] in ("fsync", "link", "rename")]
+            assert not later, f"{op[1]} was used again after its fsync failed: {later}"
+    assert not staging_files(root), f"staging files left after a clean stop: {staging_files(root)}"
+    for path, digest in committed_before.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} was rewritten"
+    assert_archive_exact(AVRO, root, {event.number: event for event in before + during})
+
+
+SLOW_FSYNC = 2.0
+PREFETCH = 300
+WINDOW_BYTES = 64 << 10
+
+
+def test_a_slow_disk_holds_receiving_back_and_loses_nothing(emulator, start_hubcap, tmp_path, fault_disk):
+    """Every fsync takes seconds while far more events wait in the hub than hubcap may hold:
+    it stops taking events while its windows wait on the disk (events received but not
+    committed stay within the prefetch and one window per partition), its memory stays flat,
+    and once the disk is quick again everything is archived exactly once."""
+    root = fault_disk.mountpoint / "capture"
+    port = free_loopback_port()
+    hubcap = start_hubcap(
+        hubcap_config(
+            emulator,
+            checkpoints=tmp_path / "checkpoints",
+            sink={
+                "type": "avro_file",
+                "path": str(root),
+                "max_window": "1s",
+                "max_window_bytes": f"{WINDOW_BYTES // 1024}KiB",
+            },
+            eventhub={"prefetch": PREFETCH},
+            http_listen=f"127.0.0.1:{port}",
+        )
+    )
+    before = make_workload(400, prefix="before", padding=1000)
+    send_workload(emulator, before)
+    hubcap.wait_for_checkpoints(tmp_path / "checkpoints", emulator, last_sequence_numbers(emulator), timeout=60)
+    rss_before = rss_bytes(hubcap.pid)
+
+    fault_disk.set(fsync_delay=SLOW_FSYNC)
+    during = make_workload(12_000, start=400, prefix="while slow", padding=1000)
+    send_workload(emulator, during)
+    partitions = len(last_sequence_numbers(emulator))
+    # Per partition: the prefetched events, the window waiting on its fsync and the one
+    # being filled (a window closes at WINDOW_BYTES: under 70 events of ~1 KB).
+    bound = partitions * (PREFETCH + 2 * 70 + 50)
+    most_held, most_rss = 0, rss_before
+    held_until = time.monotonic() + 4 * SLOW_FSYNC
+    while time.monotonic() < held_until:
+        received = metric_total(port, "hubcap_events_received_total") or 0
+        committed = metric_total(port, "hubcap_events_committed_total") or 0
+        most_held = max(most_held, int(received - committed))
+        most_rss = max(most_rss, rss_bytes(hubcap.pid))
+        time.sleep(0.1)
+    received = metric_total(port, "hubcap_events_received_total") or 0
+    print(f"held at most {most_held} events (bound {bound}); rss {rss_before >> 20} -> {most_rss >> 20} MiB; "
+          f"received {received:.0f} of {len(before) + len(during)}")
+    assert most_held <= bound, f"{most_held} events received but not committed, more than {bound}"
+    assert received < len(before) + len(during) - bound, "hubcap took every event in while its disk was slow"
+    assert most_rss - rss_before < 64 << 20, f"memory grew {(most_rss - rss_before) >> 20} MiB while the disk was slow"
+
+    fault_disk.set()
+    hubcap.wait_for_checkpoints(tmp_path / "checkpoints", emulator, last_sequence_numbers(emulator), timeout=120)
+    hubcap.terminate_cleanly()
+    assert_archive_exact(AVRO, root, {event.number: event for event in before + during})
