@@ -18,7 +18,7 @@ import socketserver
 import threading
 import time
 import urllib.parse
-from typing import Optional
+from typing import Optional, Union
 
 # Response headers that describe the hop, not the answer.
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
@@ -36,7 +36,7 @@ class Fault:
       - "delay": forward it (applied), and hold the answer back `delay` seconds."""
 
     action: str
-    op: Optional[str] = None
+    op: Union[str, tuple[str, ...], None] = None  # one operation or any of several
     kind: Optional[str] = None
     partition: Optional[str] = None
     status: int = 500
@@ -48,7 +48,7 @@ class Fault:
 
     def matches(self, op: str, kind: str, partition: Optional[str]) -> bool:
         return (
-            (self.op is None or self.op == op or (isinstance(self.op, tuple) and op in self.op))
+            (self.op is None or (op in self.op if isinstance(self.op, tuple) else self.op == op))
             and (self.kind is None or self.kind == kind)
             and (self.partition is None or self.partition == partition)
             and (self.times is None or self.hits < self.times)

@@ -82,14 +82,20 @@ def toml_text(sections: Mapping[str, Mapping[str, Any]]) -> str:
 def hubcap_config(
     emulator: Emulator,
     *,
-    checkpoints: Path,
+    checkpoints: Optional[Path] = None,
+    checkpoint_store: Optional[Mapping[str, Any]] = None,
     sink: Mapping[str, Any],
     eventhub: Optional[Mapping[str, Any]] = None,
     load_balancing: Optional[Mapping[str, Any]] = None,
     http_listen: str = "off",
+    log: Optional[Mapping[str, Any]] = None,
 ) -> str:
-    """A config for hub1 of `emulator`: file checkpoint store, quick balancing, the given sink.
-    `eventhub` and `load_balancing` add or override keys of those sections."""
+    """A config for hub1 of `emulator`: quick balancing, the given sink, and the `file`
+    checkpoint store in `checkpoints` (or the `checkpoint_store` section given).
+    `eventhub`, `load_balancing` and `log` add or override keys of those sections."""
+    if (checkpoints is None) == (checkpoint_store is None):
+        raise ValueError("give exactly one of checkpoints and checkpoint_store")
+    store = dict(checkpoint_store) if checkpoint_store is not None else {"type": "file", "path": str(checkpoints)}
     return toml_text(
         {
             "eventhub": {
@@ -106,11 +112,11 @@ def hubcap_config(
                 "stuck_partition_timeout": "10s",
                 **(eventhub or {}),
             },
-            "checkpoint_store": {"type": "file", "path": str(checkpoints)},
+            "checkpoint_store": store,
             "load_balancing": {"update_interval": "1s", "ownership_expiration": "3s", **(load_balancing or {})},
             "sink": dict(sink),
             "http": {"listen": http_listen},
-            "log": {"level": "info"},
+            "log": {"level": "info", **(log or {})},
         }
     )
 

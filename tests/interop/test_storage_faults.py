@@ -28,12 +28,12 @@ from chaos_support import run_verify  # noqa: E402
 from conftest import emulator_binary, free_loopback_port, hubcap_binary, storage_connection_string  # noqa: E402
 from disk_support import metric_total  # noqa: E402
 from hubcap_process import (  # noqa: E402
+    hubcap_config,
     hubcap_is_built,
     last_sequence_numbers,
     make_workload,
     producer_client,
     send_workload,
-    toml_text,
 )
 
 pytest_plugins = ["hubcap_process", "blob_support"]
@@ -55,29 +55,15 @@ COMMITS = ("put_blob", "put_block_list")
 
 def config(emulator, proxy: BlobFaultProxy, http_port: int) -> str:
     through_proxy = storage_connection_string(proxy.endpoint)
-    return toml_text(
-        {
-            "eventhub": {
-                "connection_string": emulator.connection_string(),
-                "name": "hub1",
-                "start_position": "earliest",
-                "retry_min_backoff": "50ms",
-                "retry_max_backoff": "1s",
-                "stuck_partition_timeout": "10s",
-            },
-            "checkpoint_store": {"type": "azure_blob", "connection_string": through_proxy, "container": RECORDS},
-            # Long enough that a renewal held back past the timeouts does not expire the claim:
-            # the subject is the write's answer, not expiry.
-            "load_balancing": {"update_interval": "1s", "ownership_expiration": "90s"},
-            "sink": {
-                "type": "avro_blob",
-                "connection_string": through_proxy,
-                "container": ARCHIVE,
-                "max_window": "1s",
-            },
-            "http": {"listen": f"127.0.0.1:{http_port}"},
-            "log": {"format": "json", "level": "info"},
-        }
+    return hubcap_config(
+        emulator,
+        checkpoint_store={"type": "azure_blob", "connection_string": through_proxy, "container": RECORDS},
+        # Long enough that a renewal held back past the timeouts does not expire the claim:
+        # the subject is the write's answer, not expiry.
+        load_balancing={"ownership_expiration": "90s"},
+        sink={"type": "avro_blob", "connection_string": through_proxy, "container": ARCHIVE, "max_window": "1s"},
+        http_listen=f"127.0.0.1:{http_port}",
+        log={"format": "json"},
     )
 
 
