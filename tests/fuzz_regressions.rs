@@ -311,3 +311,65 @@ fn a_secret_substituted_into_a_log_filter_is_not_quoted_in_its_error() {
         "the error says where the value came from: {shown}"
     );
 }
+
+/// Found by `scripts/fuzz.sh` (amqp_frames and event_message, 2026-12-03): serde_amqp 0.18.0
+/// subtracts the encoding's offset from a list8, list32, map8 or map32 size without checking
+/// (src/de.rs), so a size below it overflowed: a panic under overflow checks (in the emulator's
+/// or hubcap's connection task in debug builds), a wrapped and unused size in release. The root
+/// Cargo.toml turns overflow checks off for serde_amqp in debug builds, as in release; these
+/// values must then be answered (decoded or refused), which they are. Fails without that.
+#[test]
+fn amqp_compound_sizes_below_their_offset_are_answered_not_panicked_on() {
+    use fe2o3_amqp_types::primitives::Value;
+    for bytes in [
+        &[0xc0, 0x00, 0x00][..],                               // list8, size 0
+        &[0xd0, 0, 0, 0, 0, 0, 0, 0, 0][..],                   // list32, size 0
+        &[0xc1, 0x00, 0x00][..],                               // map8, size 0
+        &[0xd1, 0, 0, 0, 0, 0, 0, 0, 0][..],                   // map32, size 0
+        &[0x00, 0x53, 0x73, 0xc0, 0x00, 0x00][..],             // described list8 (properties)
+        &[0x00, 0x53, 0x74, 0xc1, 0x00, 0x00][..],             // described map8 (app properties)
+    ] {
+        let _ = serde_amqp::from_slice::<Value>(bytes);
+    }
+}
+
+/// The inputs as the fuzzer found them, through the targets' code paths.
+#[test]
+fn the_fuzzers_amqp_inputs_are_answered_not_panicked_on() {
+    use fe2o3_amqp::types::messaging::message::__private::Deserializable;
+    use fe2o3_amqp::types::messaging::{Body, Message};
+    use fe2o3_amqp_types::primitives::Value;
+
+    let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
+    let message = std::fs::read(format!("{inputs}/event_message-serde-amqp-map8-size.bin")).unwrap();
+    if let Ok(Deserializable(message)) =
+        serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(&message)
+    {
+        let _ = hubcap::eventhubs::testing::decode(message);
+    }
+
+    // A connection's inbound bytes (after the target's one-byte read-size prefix): each
+    // frame's body, after the 8-byte header, decoded as a performative.
+    let stream = std::fs::read(format!("{inputs}/amqp_frames-serde-amqp-list8-size.bin")).unwrap();
+    let mut rest = &stream[1..];
+    let mut frames = 0;
+    while rest.len() >= 8 {
+        if rest.starts_with(b"AMQP") {
+            rest = &rest[8..];
+            continue;
+        }
+        let size = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        if size < 8 || size > rest.len() {
+            break;
+        }
+        let doff = usize::from(rest[4]) * 4;
+        if (8..=size).contains(&doff) {
+            let _ = serde_amqp::from_slice::<fe2o3_amqp_types::performatives::Performative>(
+                &rest[doff..size],
+            );
+            frames += 1;
+        }
+        rest = &rest[size..];
+    }
+    assert!(frames > 0, "the stream holds frames");
+}
