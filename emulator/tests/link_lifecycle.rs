@@ -41,6 +41,30 @@ async fn closing_a_receiver_mid_stream_keeps_the_session_usable() {
     emulator.shutdown().await;
 }
 
+/// What the upstream ordering defect above may cost: the client's session, never the emulator.
+/// Closing receivers with transfers in flight may end that session (fe2o3's client answers a
+/// transfer on a detached handle by ending it), but the emulator keeps serving other
+/// connections, and a new connection does the whole round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_receivers_mid_stream_never_takes_the_emulator_down() {
+    let emulator = start_default().await;
+    preload(&emulator, 0, 2000, 64);
+    let mut bystander = Client::authorized(&emulator, HUB).await;
+    let mut client = Client::authorized(&emulator, HUB).await;
+    let mut receiver = client.receiver(&ReceiverOptions::partition("0")).await;
+    next_event(&mut receiver).await;
+    // Up to 300 credits' worth of transfers are in flight; whether the close succeeds is the
+    // upstream defect's business.
+    let _ = receiver.close().await;
+    drop(client);
+    // The other connection was never disturbed, and a fresh one works end to end.
+    let properties = bystander.partition_properties(&emulator, HUB, "0").await;
+    assert_eq!(properties.last_enqueued_sequence_number, 1999);
+    assert_emulator_serves(&emulator).await;
+    bystander.close().await;
+    emulator.shutdown().await;
+}
+
 /// The same open/close churn is fine when nothing is in flight at the close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receivers_closed_with_nothing_in_flight_leave_the_session_usable() {
