@@ -68,11 +68,25 @@ def file_digests(fmt: ArchiveFormat, root: Path) -> dict[Path, str]:
     return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in fmt.committed(root)}
 
 
-def sink_failing_reasons(port: int) -> list[str]:
+def failing_reasons(port: int, what: str) -> list[str]:
+    """The /readyz reasons naming `what` ("sink failing", "checkpoint failing")."""
     status, body = readyz(port)
     if status != 503 or not isinstance(body, dict):
         return []
-    return [reason for reason in body.get("reasons", []) if "sink failing" in reason]
+    return [reason for reason in body.get("reasons", []) if what in reason]
+
+
+def wait_until_operators_see(hubcap, port: int, what: str, metric: str, error_type: str) -> list[str]:
+    """Waits for /readyz to name a partition's `what` with `error_type` and for `metric` to count
+    that error type; returns the reasons /readyz gave."""
+    hubcap.wait_for(
+        lambda: any(f"({error_type})" in reason for reason in failing_reasons(port, what))
+        and (metric_total(port, metric, error_type=error_type) or 0) > 0,
+        lambda: f"/readyz 503 naming a partition's {what} ({error_type}) and "
+        f"{metric}{{error_type={error_type!r}}} > 0 (readyz: {readyz(port)})",
+        timeout=30,
+    )
+    return failing_reasons(port, what)
 
 
 def checkpointed(tmp_path: Path, emulator) -> dict[str, int]:
@@ -85,14 +99,7 @@ def refused_phase(hubcap, fmt, root, port, error_type, checkpoints_now, hold=3.0
     /readyz said."""
     committed = file_digests(fmt, root)
     checkpoints_before = checkpoints_now()
-    hubcap.wait_for(
-        lambda: any(f"({error_type})" in reason for reason in sink_failing_reasons(port))
-        and (metric_total(port, "hubcap_sink_errors_total", error_type=error_type) or 0) > 0,
-        lambda: f"/readyz 503 naming a partition's sink failing ({error_type}) and "
-        f"hubcap_sink_errors_total{{error_type={error_type!r}}} > 0 (readyz: {readyz(port)})",
-        timeout=30,
-    )
-    reasons = sink_failing_reasons(port)
+    reasons = wait_until_operators_see(hubcap, port, "sink failing", "hubcap_sink_errors_total", error_type)
     held_until = time.monotonic() + hold
     most_staged: dict[str, int] = collections.Counter()
     while time.monotonic() < held_until:
@@ -211,13 +218,6 @@ def test_a_disk_remounted_read_only_commits_nothing_and_hubcap_recovers_once_it_
 # the file checkpoint store on the small disk (the archive on a healthy one)
 
 
-def checkpoint_failing_reasons(port: int) -> list[str]:
-    status, body = readyz(port)
-    if status != 503 or not isinstance(body, dict):
-        return []
-    return [reason for reason in body.get("reasons", []) if "checkpoint failing" in reason]
-
-
 def store_temp_files(checkpoints: Path) -> list[Path]:
     return [path for path in checkpoints.rglob("*") if ".tmp-" in path.name]
 
@@ -251,13 +251,7 @@ def test_a_checkpoint_store_disk_that_refuses_writes_holds_checkpoints_back_and_
 
     during = make_workload(EVENTS, start=EVENTS, prefix="while refused", padding=150)
     send_workload(emulator, during)
-    hubcap.wait_for(
-        lambda: any(f"({fault})" in reason for reason in checkpoint_failing_reasons(port))
-        and (metric_total(port, "hubcap_checkpoint_errors_total", error_type=fault) or 0) > 0,
-        lambda: f"/readyz 503 naming a partition's checkpoint failing ({fault}) and "
-        f"hubcap_checkpoint_errors_total{{error_type={fault!r}}} > 0 (readyz: {readyz(port)})",
-        timeout=30,
-    )
+    wait_until_operators_see(hubcap, port, "checkpoint failing", "hubcap_checkpoint_errors_total", fault)
     checkpoints_before = read_checkpoints(checkpoints, emulator)
     held_until = time.monotonic() + 3.0
     while time.monotonic() < held_until:
