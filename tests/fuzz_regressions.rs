@@ -322,12 +322,12 @@ fn a_secret_substituted_into_a_log_filter_is_not_quoted_in_its_error() {
 fn amqp_compound_sizes_below_their_offset_are_answered_not_panicked_on() {
     use fe2o3_amqp_types::primitives::Value;
     for bytes in [
-        &[0xc0, 0x00, 0x00][..],                               // list8, size 0
-        &[0xd0, 0, 0, 0, 0, 0, 0, 0, 0][..],                   // list32, size 0
-        &[0xc1, 0x00, 0x00][..],                               // map8, size 0
-        &[0xd1, 0, 0, 0, 0, 0, 0, 0, 0][..],                   // map32, size 0
-        &[0x00, 0x53, 0x73, 0xc0, 0x00, 0x00][..],             // described list8 (properties)
-        &[0x00, 0x53, 0x74, 0xc1, 0x00, 0x00][..],             // described map8 (app properties)
+        &[0xc0, 0x00, 0x00][..],                   // list8, size 0
+        &[0xd0, 0, 0, 0, 0, 0, 0, 0, 0][..],       // list32, size 0
+        &[0xc1, 0x00, 0x00][..],                   // map8, size 0
+        &[0xd1, 0, 0, 0, 0, 0, 0, 0, 0][..],       // map32, size 0
+        &[0x00, 0x53, 0x73, 0xc0, 0x00, 0x00][..], // described list8 (properties)
+        &[0x00, 0x53, 0x74, 0xc1, 0x00, 0x00][..], // described map8 (app properties)
     ] {
         let _ = serde_amqp::from_slice::<Value>(bytes);
     }
@@ -341,7 +341,8 @@ fn the_fuzzers_amqp_inputs_are_answered_not_panicked_on() {
     use fe2o3_amqp_types::primitives::Value;
 
     let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
-    let message = std::fs::read(format!("{inputs}/event_message-serde-amqp-map8-size.bin")).unwrap();
+    let message =
+        std::fs::read(format!("{inputs}/event_message-serde-amqp-map8-size.bin")).unwrap();
     if let Ok(Deserializable(message)) =
         serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(&message)
     {
