@@ -304,21 +304,24 @@ impl<'a> Ctx<'a> {
 /// Shortest run of an environment value's bytes that [`redact_environment`] takes out.
 const ENV_RUN: usize = 6;
 
-/// Replaces every run of at least [`ENV_RUN`] bytes that also occurs in a value the environment
-/// supplied with `<from ${NAME}>`. Validators quote the value they refuse, and a substituted
-/// value may be a secret, or hold one (a SAS URL in the wrong variable); the credential markers
-/// of [`redact_credentials`] miss a fragment of one that a validator split off (a log filter's
-/// level after its last `=`). Runs, not whole values, so that a fragment is caught too.
+/// Inside a quoted value of a message, replaces every run of at least [`ENV_RUN`] bytes that
+/// also occurs in a value the environment supplied with `<from ${NAME}>`. Validators quote the
+/// value they refuse (`{value:?}`), and a substituted value may be a secret or hold one (a SAS
+/// URL in the wrong variable); the credential markers of [`redact_credentials`] miss a fragment
+/// that a validator split off (a log filter's level after its last `=`). Runs, not whole
+/// values, so that a fragment is caught too; quoted text only, so that the message's own words
+/// ("window", "endpoint") stay even where a connection string holds them.
 fn redact_environment(message: String, from_env: &[(String, String)]) -> String {
     let mut covered: Vec<Option<&str>> = vec![None; message.len()];
     let bytes = message.as_bytes();
+    let quoted = quoted_bytes(bytes);
     for (name, value) in from_env {
         if value.len() < ENV_RUN || bytes.len() < ENV_RUN {
             continue;
         }
         let runs: std::collections::HashSet<&[u8]> = value.as_bytes().windows(ENV_RUN).collect();
         for (at, window) in bytes.windows(ENV_RUN).enumerate() {
-            if runs.contains(window) {
+            if quoted[at..at + ENV_RUN].iter().all(|&q| q) && runs.contains(window) {
                 covered[at..at + ENV_RUN].fill(Some(name.as_str()));
             }
         }
@@ -344,6 +347,25 @@ fn redact_environment(message: String, from_env: &[(String, String)]) -> String 
         }
     }
     out
+}
+
+/// Which bytes of `text` lie inside a `"..."` (as `{:?}` writes a string: `\"` and `\\` are
+/// escapes); an unterminated quote runs to the end.
+fn quoted_bytes(text: &[u8]) -> Vec<bool> {
+    let mut quoted = vec![false; text.len()];
+    let (mut inside, mut escaped) = (false, false);
+    for (at, &byte) in text.iter().enumerate() {
+        if inside && escaped {
+            escaped = false;
+            quoted[at] = true;
+        } else if byte == b'"' {
+            inside = !inside;
+        } else {
+            escaped = inside && byte == b'\\';
+            quoted[at] = inside;
+        }
+    }
+    quoted
 }
 
 /// Replaces what follows a credential marker with `<redacted>`. Secret keys never quote their
@@ -658,14 +680,21 @@ mod tests {
         assert_eq!(redact("bad \"s3cretValue\""), "bad \"<from ${KEY}>\"");
         // A fragment split off the value, and a value with text around it.
         assert_eq!(redact("level \"retVal\""), "level \"<from ${KEY}>\"");
-        assert_eq!(redact("x=s3cretValue-y"), "x=<from ${KEY}>-y");
+        assert_eq!(redact("in \"x=s3cretValue-y\""), "in \"x=<from ${KEY}>-y\"");
+        // The message's own words are not quoted values.
+        assert_eq!(redact("s3cretValue is not"), "s3cretValue is not");
+        // Escapes inside a quoted value do not end it.
+        assert_eq!(
+            redact("\"a\\\"s3cretValue\" ok"),
+            "\"a\\\"<from ${KEY}>\" ok"
+        );
         // Runs shorter than ENV_RUN, and short values, are not secrets worth the confusion.
-        assert_eq!(redact("s3cre abc"), "s3cre abc");
+        assert_eq!(redact("\"s3cre abc\""), "\"s3cre abc\"");
         // Multi-byte characters next to a run stay whole.
         let from_env = [("V".to_owned(), "ünïcødé-valüe".to_owned())];
         assert_eq!(
-            redact_environment("é«ünïcødé-valüe»".to_owned(), &from_env),
-            "é«<from ${V}>»"
+            redact_environment("é\"«ünïcødé-valüe»\"".to_owned(), &from_env),
+            "é\"«<from ${V}>»\""
         );
     }
 }
