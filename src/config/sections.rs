@@ -249,6 +249,14 @@ pub(super) fn check_log_filter(filter: &str) -> Vec<String> {
     if filter.trim().is_empty() {
         return vec!["must not be empty (the default is \"info\")".into()];
     }
+    // tracing-subscriber 0.3.23 panics parsing some non-ASCII directives (it slices a string
+    // at a byte that is not a character boundary; found by fuzzing). Targets and levels are
+    // ASCII, so refuse anything else before it gets there.
+    if let Some(c) = filter.chars().find(|c| !c.is_ascii()) {
+        return vec![format!(
+            "must be ASCII (targets, levels and span names are), found {c:?}"
+        )];
+    }
     let mut problems = Vec::new();
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let (level, whole_directive) = match directive.rsplit_once('=') {
