@@ -88,7 +88,8 @@ pub fn event(value: Value) -> Result<ReceivedEvent, String> {
     let enqueued_time_ms = object
         .get("enqueued_time")
         .and_then(Value::as_str)
-        .and_then(parse_rfc3339_ms)
+        // Decimal milliseconds: what the writer puts for a time RFC 3339 cannot hold.
+        .and_then(|text| parse_rfc3339_ms(text).or_else(|| text.parse().ok()))
         .ok_or("a line has no RFC 3339 enqueued_time")?;
     let partition_key = object
         .get("partition_key")

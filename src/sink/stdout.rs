@@ -215,17 +215,19 @@ fn base64_text(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// `2026-11-21T10:00:00.123Z` for milliseconds since the Unix epoch.
+/// `2026-11-21T10:00:00.123Z` for milliseconds since the Unix epoch; outside the years RFC 3339
+/// can write (0000 to 9999), the milliseconds as a decimal string, which the JSON Lines reader
+/// takes too (the service never sends such a time; found by fuzzing a hostile one).
 pub fn rfc3339_ms(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => {
+        Ok(t) if (0..=9999).contains(&t.year()) => {
             let format = time::macros::format_description!(
                 "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
             );
             t.format(&format).unwrap_or_else(|_| ms.to_string())
         }
-        Err(_) => ms.to_string(),
+        _ => ms.to_string(),
     }
 }
 
