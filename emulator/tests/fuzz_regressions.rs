@@ -127,3 +127,14 @@ fn a_token_for_an_empty_resource_is_refused_as_malformed() {
         other => panic!("expected a malformed-token refusal, got {other:?}"),
     }
 }
+
+/// Found by `scripts/fuzz.sh` (sas_token, 2026-12-03): both signers write the key name with
+/// `quote_plus` (a space becomes `+`) but the verifier only percent-decoded it, so a key name
+/// with a space was never found. It is form-decoded now.
+#[test]
+fn a_key_name_with_a_space_is_found() {
+    let keys = vec![SasKey::new("listen policy", KEY)];
+    let token = generate_sas_token("sb://ns/hub1", "listen policy", KEY, NOW + 3600);
+    assert!(token.contains("skn=listen+policy"), "{token}");
+    verify_sas(&token, &keys, "sb://ns/hub1", NOW).expect("the key is found");
+}
