@@ -374,3 +374,73 @@ fn the_fuzzers_amqp_inputs_are_answered_not_panicked_on() {
     }
     assert!(frames > 0, "the stream holds frames");
 }
+
+/// Found by `scripts/fuzz.sh` (config, 2026-12-03): tracing-subscriber 0.3.23 panicked on a log
+/// filter with a non-ASCII character inside a span directive (a string sliced off a character
+/// boundary), so `check-config` and `run` died on it. Filters must be ASCII now.
+#[test]
+fn a_non_ascii_log_filter_is_an_error_not_a_panic() {
+    let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
+    let found = std::fs::read(format!("{inputs}/config-log-filter-non-ascii.toml")).unwrap();
+    let _ = parse(&String::from_utf8_lossy(&found));
+    let text = format!(
+        "{HUB}[checkpoint_store]\ntype = \"file\"\npath = \"/nonexistent/hubcap-fuzz\"\n\
+         [sink]\ntype = \"stdout\"\n[log]\nlevel = \"warn,x[l\u{f7d4}#{{a}}]=debug\"\n"
+    );
+    let shown = refused(&text).to_string();
+    assert!(shown.contains("[log] level: must be ASCII"), "{shown}");
+}
+
+/// Found by `scripts/fuzz.sh` (event_message, 2026-12-03): an event whose enqueued time lies
+/// outside the years RFC 3339 can write was archived in JSON Lines with the time as decimal
+/// milliseconds, which hubcap's own reader (`hubcap verify`) refused. The reader takes it now;
+/// every format reads the event back with its enqueued time.
+#[test]
+fn an_enqueued_time_beyond_rfc3339_reads_back_from_every_format() {
+    use hubcap::archive;
+    use hubcap::eventhubs::{EventBody, ReceivedEvent};
+    use hubcap::sink::format::{FileFormat, FormatWriter};
+    use hubcap::sink::jsonl::BodyText;
+    use hubcap::sink::parquet::ParquetSettings;
+    use hubcap::sink::Codec;
+
+    for enqueued_time_ms in [-62_167_219_200_001, 253_402_300_800_000, i64::MIN, i64::MAX] {
+        let event = ReceivedEvent {
+            sequence_number: 1,
+            offset: "1".into(),
+            enqueued_time_ms,
+            partition_key: None,
+            properties: Vec::new(),
+            system_properties: Vec::new(),
+            body: EventBody::Data(vec![b"x".to_vec()]),
+        };
+        let formats = [
+            FileFormat::Avro { codec: Codec::Null },
+            FileFormat::Parquet(ParquetSettings::default()),
+            FileFormat::Jsonl {
+                codec: Codec::Null,
+                body: BodyText::Utf8,
+            },
+        ];
+        for format in formats {
+            let mut writer = FormatWriter::new(Vec::new(), &format, "0").unwrap();
+            writer.append_all(std::slice::from_ref(&event)).unwrap();
+            let file = writer.finish().unwrap();
+            let mut read = Vec::new();
+            let each = |e| {
+                read.push(e);
+                true
+            };
+            let path = std::path::Path::new("regression");
+            let result = match format {
+                FileFormat::Avro { .. } => archive::capture::read(path, &file[..], each),
+                FileFormat::Parquet(_) => archive::parquet::read(path, &file[..], each),
+                FileFormat::Jsonl { .. } => {
+                    archive::jsonl::read(path, &file[..], archive::jsonl::Compression::None, each)
+                }
+            };
+            result.unwrap_or_else(|e| panic!("{format:?} at {enqueued_time_ms}: {e}"));
+            assert_eq!(read[0].enqueued_time_ms, enqueued_time_ms, "{format:?}");
+        }
+    }
+}
