@@ -375,6 +375,51 @@ fn the_fuzzers_amqp_inputs_are_answered_not_panicked_on() {
     assert!(frames > 0, "the stream holds frames");
 }
 
+/// Found by `scripts/fuzz.sh` (amqp_frames, 2026-12-03): a 358-byte frame whose performative
+/// is a `str32` declaring 0xb1b1b1b1 bytes. fe2o3-amqp 0.18.4 decodes performatives (and
+/// messages) through serde_amqp's `IoReader`, which allocates a declared length before reading
+/// it: this one frame cost 3 GB and the fuzzer's out-of-memory limit. The frame guard now walks
+/// every performative and message and refuses a size that does not fit where it is declared,
+/// before the frame's last byte is handed to fe2o3 (which decodes a frame only once it is all
+/// there). Fails without the guard's value walk (the stream then passes whole).
+#[tokio::test]
+async fn a_declared_length_larger_than_its_frame_is_refused_before_fe2o3_allocates_it() {
+    use amqp_frame_guard::FrameGuard;
+    use tokio::io::AsyncReadExt;
+
+    let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
+    let input = std::fs::read(format!("{inputs}/amqp_frames-oom-str32-length.bin")).unwrap();
+    // The target's first byte says how many read sizes follow: none here.
+    assert_eq!(input[0], 0);
+    let stream = &input[1..];
+    // SASL header, one SASL frame, the AMQP header, then the frame of 0x166 bytes.
+    let bad_frame_at = 8 + 0x26 + 8;
+    let bad_frame_end = bad_frame_at + 0x166;
+    assert_eq!(&stream[bad_frame_at + 8..bad_frame_at + 13], &[0xb1; 5]);
+
+    let mut guard = FrameGuard::new(stream);
+    let mut passed = Vec::new();
+    let error = loop {
+        let mut buf = [0u8; 4096];
+        match guard.read(&mut buf).await {
+            Ok(0) => panic!("the whole stream passed: {} bytes", passed.len()),
+            Ok(n) => passed.extend_from_slice(&buf[..n]),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    assert_eq!(
+        error.to_string(),
+        "AMQP frame on channel 0 refused: a str32 declares 2981212593 bytes where 345 remain \
+         in its frame or message"
+    );
+    assert!(passed.len() >= bad_frame_at, "frames before it pass");
+    assert!(
+        passed.len() < bad_frame_end,
+        "the bad frame never passes whole"
+    );
+}
+
 /// Found by `scripts/fuzz.sh` (config, 2026-12-03): tracing-subscriber 0.3.23 panicked on a log
 /// filter with a non-ASCII character inside a span directive (a string sliced off a character
 /// boundary), so `check-config` and `run` died on it. Filters must be ASCII now.

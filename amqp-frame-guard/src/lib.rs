@@ -17,12 +17,15 @@
 //! 8 bytes to look at. Frame bodies are skipped by counting and never copied; only a header split
 //! across two reads is copied (at most 8 bytes) while it is held back.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+mod value;
 
 /// Length of both an AMQP protocol header and a frame header.
 const HEADER_LEN: usize = 8;
@@ -63,7 +66,7 @@ impl<T> FrameGuard<T> {
 }
 
 /// Why the stream was refused; kept so that every later read fails the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Refusal {
     SizeBelowHeader {
         size: u32,
@@ -81,10 +84,22 @@ enum Refusal {
     EndInsideHeader {
         got: u8,
     },
+    /// A performative (or SASL frame) that does not fit in its frame.
+    Performative {
+        channel: u16,
+        reason: String,
+    },
+    /// A message whose encoding does not fit in the delivery.
+    Message {
+        channel: u16,
+        handle: u32,
+        reason: String,
+    },
+    TooManyDeliveries,
 }
 
 impl Refusal {
-    fn to_io_error(self) -> io::Error {
+    fn to_io_error(&self) -> io::Error {
         let (kind, message) = match self {
             Refusal::SizeBelowHeader { size } => (
                 io::ErrorKind::InvalidData,
@@ -98,17 +113,53 @@ impl Refusal {
                 io::ErrorKind::InvalidData,
                 format!(
                     "AMQP frame data offset {doff} ({} bytes) exceeds the frame size {size}",
-                    u32::from(doff) * 4
+                    u32::from(*doff) * 4
                 ),
             ),
             Refusal::EndInsideHeader { got } => (
                 io::ErrorKind::UnexpectedEof,
                 format!("stream ended inside an AMQP frame header ({got} of 8 bytes)"),
             ),
+            Refusal::Performative { channel, reason } => (
+                io::ErrorKind::InvalidData,
+                format!("AMQP frame on channel {channel} refused: {reason}"),
+            ),
+            Refusal::Message {
+                channel,
+                handle,
+                reason,
+            } => (
+                io::ErrorKind::InvalidData,
+                format!(
+                    "AMQP message on channel {channel}, link handle {handle} refused: {reason}"
+                ),
+            ),
+            Refusal::TooManyDeliveries => (
+                io::ErrorKind::InvalidData,
+                format!(
+                    "more than {MAX_OPEN_DELIVERIES} multi-frame deliveries in progress at once"
+                ),
+            ),
         };
         io::Error::new(kind, message)
     }
 }
+
+/// The AMQP frame types fe2o3 decodes; frames of other types it refuses undecoded.
+const FRAME_TYPE_AMQP: u8 = 0;
+const FRAME_TYPE_SASL: u8 = 1;
+
+/// The largest message the guard lets fe2o3 decode. Event Hubs takes events up to 1 MB
+/// (Standard) and 20 MB (Premium, Dedicated); a declared size past this is refused however
+/// many frames carry it.
+const MAX_MESSAGE_BYTES: u64 = 64 << 20;
+
+/// A transfer's performative is kept while it is walked, to read its handle and flags; one
+/// larger than this (the service's are tens of bytes) is refused.
+const MAX_TRANSFER_PERFORMATIVE: usize = 64 << 10;
+
+/// Multi-frame deliveries in progress at once across the connection's links.
+const MAX_OPEN_DELIVERIES: usize = 4096;
 
 /// Checks one unit header; returns how many bytes follow it in the same unit.
 fn check(header: &[u8; HEADER_LEN]) -> Result<u32, Refusal> {
@@ -129,11 +180,43 @@ fn check(header: &[u8; HEADER_LEN]) -> Result<u32, Refusal> {
     }
 }
 
+/// Where the scan is inside the current unit.
+#[derive(Debug, Default)]
+enum Unit {
+    /// The next bytes start a protocol header or a frame header.
+    #[default]
+    Header,
+    /// Frame bytes fe2o3 does not decode: what follows a performative other than a transfer's,
+    /// and whole frames fe2o3 refuses undecoded (an extended header, an unknown type).
+    Skip { left: u32 },
+    /// The frame's performative, checked to fit in the frame (by `Scanner::performative`).
+    Performative {
+        left: u32,
+        channel: u16,
+        frame_type: u8,
+    },
+    /// A transfer's payload: part of the delivery on `handle`.
+    Payload {
+        left: u32,
+        channel: u16,
+        handle: u32,
+        last: bool,
+    },
+}
+
 /// The parse state of the inbound stream, independent of any I/O.
 #[derive(Debug, Default)]
 struct Scanner {
-    /// Bytes of the current frame after its header still to pass through.
-    body_left: u32,
+    unit: Unit,
+    /// The walk of the current frame's performative; its allocation serves every frame.
+    performative: value::Walker,
+    /// The current performative's bytes so far, up to [`MAX_TRANSFER_PERFORMATIVE`].
+    kept: Vec<u8>,
+    /// The walk of the message the current transfer frame carries part of.
+    message: value::Walker,
+    /// Messages whose later frames are still to come, by channel and link handle: their walk
+    /// goes on in the link's next transfer frame. Empty unless deliveries span frames.
+    deliveries: HashMap<(u16, u32), value::Walker>,
     /// A header that arrived split across reads: held back until complete and checked.
     held: [u8; HEADER_LEN],
     /// How many bytes of `held` have arrived; `HEADER_LEN` means complete and checked.
@@ -146,27 +229,21 @@ struct Scanner {
 impl Scanner {
     /// Walks freshly read bytes (with no header held back) and returns how many of them may be
     /// handed out. Past that point is either the start of a header too short to check (moved
-    /// into `held`) or a refused header (`refused` set).
+    /// into `held`) or a refused unit (`refused` set). A refused frame is never handed out to
+    /// its last byte, so fe2o3, which decodes a frame only once all of it has arrived, never
+    /// decodes it.
     fn scan(&mut self, bytes: &[u8]) -> usize {
         debug_assert_eq!(self.held_len, 0);
         let mut at = 0;
         while at < bytes.len() {
-            if self.body_left > 0 {
-                let skip = (bytes.len() - at).min(self.body_left as usize);
-                at += skip;
-                self.body_left -= skip as u32;
-                continue;
-            }
             let rest = &bytes[at..];
-            let Some(header) = rest.first_chunk::<HEADER_LEN>() else {
-                self.held[..rest.len()].copy_from_slice(rest);
-                self.held_len = rest.len();
-                return at;
-            };
-            match check(header) {
-                Ok(body) => {
-                    self.body_left = body;
-                    at += HEADER_LEN;
+            match self.step(rest) {
+                Ok(Some(n)) => at += n,
+                Ok(None) => {
+                    // A header's start: held back until the rest of it arrives.
+                    self.held[..rest.len()].copy_from_slice(rest);
+                    self.held_len = rest.len();
+                    return at;
                 }
                 Err(refusal) => {
                     self.refused = Some(refusal);
@@ -177,14 +254,176 @@ impl Scanner {
         at
     }
 
+    /// Takes a step over the start of `bytes`; returns how many bytes it passed, or `None`
+    /// for a header that is not all there.
+    fn step(&mut self, bytes: &[u8]) -> Result<Option<usize>, Refusal> {
+        match &mut self.unit {
+            Unit::Header => {
+                let Some(header) = bytes.first_chunk::<HEADER_LEN>() else {
+                    return Ok(None);
+                };
+                self.begin(*header)?;
+                Ok(Some(HEADER_LEN))
+            }
+            Unit::Skip { left } => {
+                let n = (*left as usize).min(bytes.len());
+                *left -= n as u32;
+                if *left == 0 {
+                    self.unit = Unit::Header;
+                }
+                Ok(Some(n))
+            }
+            Unit::Performative {
+                left,
+                channel,
+                frame_type,
+            } => {
+                let piece = &bytes[..(*left as usize).min(bytes.len())];
+                let channel = *channel;
+                let refuse = |reason| Refusal::Performative { channel, reason };
+                let n = self.performative.feed(piece).map_err(refuse)?;
+                let room = MAX_TRANSFER_PERFORMATIVE.saturating_sub(self.kept.len());
+                self.kept.extend_from_slice(&piece[..n.min(room)]);
+                *left -= n as u32;
+                if !self.performative.done() {
+                    if *left == 0 {
+                        return Err(refuse("the frame ends inside its performative".to_string()));
+                    }
+                    return Ok(Some(n));
+                }
+                let left = *left;
+                let transfer = if *frame_type == FRAME_TYPE_AMQP {
+                    value::transfer_fields(&self.kept)
+                } else {
+                    None
+                };
+                if transfer.is_some() && self.kept.len() == MAX_TRANSFER_PERFORMATIVE {
+                    return Err(refuse(format!(
+                        "a transfer performative of {MAX_TRANSFER_PERFORMATIVE} bytes or more"
+                    )));
+                }
+                match transfer {
+                    Some(transfer) if transfer.aborted => {
+                        // An aborted delivery is dropped, payload and all.
+                        self.deliveries.remove(&(channel, transfer.handle));
+                        self.unit = Unit::Skip { left };
+                    }
+                    Some(transfer) => {
+                        self.start_payload(channel, transfer.handle);
+                        self.unit = Unit::Payload {
+                            left,
+                            channel,
+                            handle: transfer.handle,
+                            last: !transfer.more,
+                        };
+                    }
+                    None => self.unit = Unit::Skip { left },
+                }
+                if left == 0 {
+                    self.end_frame()?;
+                }
+                Ok(Some(n))
+            }
+            Unit::Payload {
+                left,
+                channel,
+                handle,
+                ..
+            } => {
+                let piece = &bytes[..(*left as usize).min(bytes.len())];
+                let (channel, handle) = (*channel, *handle);
+                let n = self
+                    .message
+                    .feed(piece)
+                    .map_err(|reason| Refusal::Message {
+                        channel,
+                        handle,
+                        reason,
+                    })?;
+                debug_assert_eq!(n, piece.len());
+                *left -= n as u32;
+                if *left == 0 {
+                    self.end_frame()?;
+                }
+                Ok(Some(n))
+            }
+        }
+    }
+
+    /// Sets up `message` for a transfer's payload: the walk its delivery's earlier frames left,
+    /// or a fresh one.
+    fn start_payload(&mut self, channel: u16, handle: u32) {
+        let earlier = if self.deliveries.is_empty() {
+            None
+        } else {
+            self.deliveries.remove(&(channel, handle))
+        };
+        match earlier {
+            Some(walker) => self.message = walker,
+            None => self.message.reset_to_values(MAX_MESSAGE_BYTES),
+        }
+    }
+
+    /// The end of a frame whose performative is done. A delivery's last frame must end its
+    /// message between values, so that every size the message declared was there to be
+    /// checked; a delivery with more frames to come keeps its walk for the next.
+    fn end_frame(&mut self) -> Result<(), Refusal> {
+        if let Unit::Payload {
+            channel,
+            handle,
+            last,
+            ..
+        } = self.unit
+        {
+            if !last {
+                if self.deliveries.len() >= MAX_OPEN_DELIVERIES {
+                    return Err(Refusal::TooManyDeliveries);
+                }
+                let walker =
+                    std::mem::replace(&mut self.message, value::Walker::values(MAX_MESSAGE_BYTES));
+                self.deliveries.insert((channel, handle), walker);
+            } else if !self.message.at_boundary() {
+                return Err(Refusal::Message {
+                    channel,
+                    handle,
+                    reason: "its last frame ends inside a value".to_string(),
+                });
+            }
+        }
+        self.unit = Unit::Header;
+        Ok(())
+    }
+
+    /// Checks a complete unit header and sets up the walk of what follows it.
+    fn begin(&mut self, header: [u8; HEADER_LEN]) -> Result<(), Refusal> {
+        let body = check(&header)?;
+        let (doff, frame_type) = (header[4], header[5]);
+        let channel = u16::from_be_bytes([header[6], header[7]]);
+        self.unit = if body == 0 {
+            // A protocol header or an empty frame (a heartbeat).
+            Unit::Header
+        } else if doff != 2 || !matches!(frame_type, FRAME_TYPE_AMQP | FRAME_TYPE_SASL) {
+            // fe2o3 refuses these without decoding them.
+            Unit::Skip { left: body }
+        } else {
+            self.performative.reset_to_one_value(u64::from(body));
+            self.kept.clear();
+            Unit::Performative {
+                left: body,
+                channel,
+                frame_type,
+            }
+        };
+        Ok(())
+    }
+
     /// Adds bytes to a held, incomplete header and checks it once complete.
     fn complete_held(&mut self, bytes: &[u8]) {
         self.held[self.held_len..self.held_len + bytes.len()].copy_from_slice(bytes);
         self.held_len += bytes.len();
         if self.held_len == HEADER_LEN {
-            match check(&self.held) {
-                Ok(body) => self.body_left = body,
-                Err(refusal) => self.refused = Some(refusal),
+            if let Err(refusal) = self.begin(self.held) {
+                self.refused = Some(refusal);
             }
         }
     }
@@ -199,7 +438,7 @@ impl<T: AsyncRead> AsyncRead for FrameGuard<T> {
         let mut this = self.project();
         let scan = this.scan;
         loop {
-            if let Some(refusal) = scan.refused {
+            if let Some(refusal) = &scan.refused {
                 return Poll::Ready(Err(refusal.to_io_error()));
             }
             if buf.remaining() == 0 {
@@ -303,16 +542,80 @@ mod tests {
         bytes
     }
 
+    /// A described list: descriptor code, then the encoded fields.
+    fn performative(code: u8, fields: &[&[u8]]) -> Vec<u8> {
+        let body: Vec<u8> = fields.concat();
+        let mut bytes = vec![0x00, 0x53, code, 0xd0];
+        bytes.extend((body.len() as u32 + 4).to_be_bytes());
+        bytes.extend((fields.len() as u32).to_be_bytes());
+        bytes.extend(body);
+        bytes
+    }
+
+    /// A transfer on link `handle`, its `more` flag and `aborted` flag set as given.
+    fn transfer(handle: u8, more: bool, aborted: bool) -> Vec<u8> {
+        let flag = |set: bool| if set { 0x41 } else { 0x42 };
+        performative(
+            0x14,
+            &[
+                &[0x52, handle],
+                &[0x43],
+                &[0xa0, 1, 9],
+                &[0x43],
+                &[0x42],
+                &[flag(more)],
+                &[0x40],
+                &[0x40],
+                &[0x40],
+                &[flag(aborted)],
+            ],
+        )
+    }
+
+    fn transfer_frame(handle: u8, more: bool, payload: &[u8]) -> Vec<u8> {
+        let mut body = transfer(handle, more, false);
+        body.extend(payload);
+        frame(2, 0, &body)
+    }
+
+    /// A message: a header section and a data section of `len` bytes.
+    fn message(len: u32) -> Vec<u8> {
+        let mut bytes = vec![0x00, 0x53, 0x70, 0x45, 0x00, 0x53, 0x75, 0xb0];
+        bytes.extend(len.to_be_bytes());
+        bytes.extend((0..len).map(|i| i as u8));
+        bytes
+    }
+
+    /// A flow performative: the most common frame a receiver gets besides transfers.
+    fn flow() -> Vec<u8> {
+        frame(
+            2,
+            0,
+            &performative(0x13, &[&[0x43], &[0x70, 0, 0, 0x13, 0x88]]),
+        )
+    }
+
     /// A whole connection's inbound bytes: SASL exchange, AMQP header, frames and heartbeats.
     fn valid_stream() -> Vec<u8> {
         let mut bytes = SASL_HEADER.to_vec();
-        bytes.extend(frame(2, 1, &[0x00, 0x53, 0x40, 0x45])); // sasl-mechanisms-ish
-        bytes.extend(frame(2, 1, &[0x5a; 21]));
+        bytes.extend(frame(2, 1, &[0x00, 0x53, 0x40, 0x45])); // sasl-mechanisms, empty
+        let outcome = performative(0x44, &[&[0x50, 0], &[0xa0, 3, 1, 2, 3]]);
+        bytes.extend(frame(2, 1, &outcome));
         bytes.extend(AMQP_HEADER);
-        bytes.extend(frame(2, 0, &[0x11; 300]));
+        let mut open = performative(0x10, &[b"\xa1\x04AMQP", b"\xa1\x03abc"]);
+        open.extend([0x11; 300]); // bytes after a performative are fe2o3's to ignore
+        bytes.extend(frame(2, 0, &open));
         bytes.extend(frame(2, 0, &[])); // heartbeat
         bytes.extend(frame(3, 0, &[9, 9, 9, 9, 0x41, 0x4d, 0x51, 0x50])); // extended header
-        bytes.extend(frame(2, 0, b"AMQPAMQPAMQP")); // "AMQP" inside a body is just body
+        bytes.extend(flow());
+        // One message in one frame, one in three frames interleaved with another link's.
+        bytes.extend(transfer_frame(0, false, &message(200)));
+        let long = message(1000);
+        bytes.extend(transfer_frame(1, true, &long[..5]));
+        bytes.extend(transfer_frame(2, false, &message(3)));
+        bytes.extend(transfer_frame(1, true, &long[5..600]));
+        bytes.extend(frame(2, 0, &[]));
+        bytes.extend(transfer_frame(1, false, &long[600..]));
         bytes.extend(frame(2, 0, &[]));
         bytes
     }
@@ -421,7 +724,7 @@ mod tests {
     #[tokio::test]
     async fn a_header_split_across_reads_is_held_until_checked() {
         let mut stream = AMQP_HEADER.to_vec();
-        stream.extend(frame(2, 0, &[1, 2, 3]));
+        stream.extend(frame(2, 0, &[0x00, 0x53, 0x17, 0x45]));
         // The frame header arrives in three pieces, the first glued to the protocol header.
         let mut guard = FrameGuard::new(Chunks::of([
             stream[..10].to_vec(),
@@ -435,17 +738,17 @@ mod tests {
         // The completed frame header comes out on its own, then the body.
         assert_eq!(guard.read(&mut buf).await.unwrap(), 8);
         assert_eq!(&buf[..8], &stream[8..16]);
-        assert_eq!(guard.read(&mut buf).await.unwrap(), 3);
-        assert_eq!(&buf[..3], &[1, 2, 3]);
+        assert_eq!(guard.read(&mut buf).await.unwrap(), 4);
+        assert_eq!(&buf[..4], &[0x00, 0x53, 0x17, 0x45]);
         assert_eq!(guard.read(&mut buf).await.unwrap(), 0);
     }
 
     async fn assert_refused(bad: Vec<u8>, message: &str) {
         let mut stream = AMQP_HEADER.to_vec();
-        stream.extend(frame(2, 0, &[5; 10]));
+        stream.extend(flow());
         let good = stream.len();
         stream.extend(&bad);
-        stream.extend(frame(2, 0, &[6; 10]));
+        stream.extend(flow());
         for chunks in [
             Chunks::of([stream.clone()]),
             Chunks::bytewise(&stream),
@@ -525,6 +828,112 @@ mod tests {
         }
         assert_passes(Chunks::of([stream.clone()]), 4096, &stream).await;
         assert_passes(Chunks::bytewise(&stream), 4096, &stream).await;
+    }
+
+    /// A stream whose `bad` frames are refused: everything before them is handed out, and the
+    /// last bad frame never whole (fe2o3 decodes a frame only once all of it has arrived).
+    async fn assert_frame_refused(bad: Vec<u8>, message: &str) {
+        let mut stream = AMQP_HEADER.to_vec();
+        stream.extend(flow());
+        let good = stream.len();
+        stream.extend(&bad);
+        stream.extend(flow());
+        for chunks in [
+            Chunks::of([stream.clone()]),
+            Chunks::bytewise(&stream),
+            Chunks::of([stream[..good + 9].to_vec(), stream[good + 9..].to_vec()]),
+        ] {
+            let (out, error) = read_all(chunks, 4096).await;
+            assert!(out.len() >= good, "a good frame was held back");
+            assert!(
+                out.len() < good + bad.len(),
+                "the bad frame was handed out whole"
+            );
+            assert_eq!(out, &stream[..out.len()]);
+            let error = error.expect("the bad frame was refused");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(error.to_string(), message);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fuzzers_oversized_str32_is_refused() {
+        // fuzz/open-findings/amqp_frames-oom-str32-length.bin, in short: an open whose second
+        // field, a str32, declares 0xb1b1b1b1 bytes in a frame of a few hundred.
+        let mut open = performative(0x10, &[&[0xa1, 1, b'c'], &[0xb1, 0xb1, 0xb1, 0xb1, 0xb1]]);
+        open.extend([0x40; 300]);
+        assert_frame_refused(
+            frame(2, 0, &open),
+            "AMQP frame on channel 7 refused: a str32 declares 2981212593 bytes where 0 \
+             remain in its container",
+        )
+        .await;
+        // The same in a SASL frame.
+        let init = performative(0x41, &[&[0xb3, 0x7f, 0, 0, 0]]);
+        assert_frame_refused(
+            frame(2, 1, &init),
+            "AMQP frame on channel 7 refused: a sym32 declares 2130706432 bytes where 0 \
+             remain in its container",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_performative_must_end_inside_its_frame() {
+        // A flow whose list declares 2 fields, cut after the first.
+        let cut = &performative(0x13, &[&[0x43], &[0x43]])[..12];
+        assert_frame_refused(
+            frame(2, 0, cut),
+            "AMQP frame on channel 7 refused: a list32 declares 6 bytes where 4 remain in its \
+             frame or message",
+        )
+        .await;
+        assert_frame_refused(
+            frame(2, 0, &[0x00]),
+            "AMQP frame on channel 7 refused: the frame ends inside its performative",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_message_is_checked_across_its_frames() {
+        // The second frame of a delivery declares a data section of 4 GB: refused, although
+        // each frame on its own is small.
+        let mut bad = transfer_frame(1, true, &[0x00, 0x53, 0x70, 0x45]);
+        bad.extend(transfer_frame(
+            1,
+            false,
+            &[0x00, 0x53, 0x75, 0xb0, 0xff, 0xff, 0xff, 0xff],
+        ));
+        assert_frame_refused(
+            bad,
+            "AMQP message on channel 7, link handle 1 refused: a vbin32 declares 4294967295 \
+             bytes where 67108852 remain in its frame or message",
+        )
+        .await;
+        // A delivery whose last frame ends inside its data section.
+        let long = message(100);
+        let mut bad = transfer_frame(3, true, &long[..50]);
+        bad.extend(transfer_frame(3, false, &long[50..90]));
+        assert_frame_refused(
+            bad,
+            "AMQP message on channel 7, link handle 3 refused: its last frame ends inside a value",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_aborted_delivery_is_forgotten() {
+        let long = message(100);
+        let mut stream = AMQP_HEADER.to_vec();
+        stream.extend(transfer_frame(4, true, &long[..50]));
+        let mut aborted = transfer(4, false, true);
+        aborted.extend(&long[50..60]);
+        stream.extend(frame(2, 0, &aborted));
+        // The next delivery on the link starts afresh.
+        stream.extend(transfer_frame(4, false, &message(10)));
+        assert_passes(Chunks::of([stream.clone()]), 4096, &stream).await;
+        assert_passes(Chunks::bytewise(&stream), 7, &stream).await;
     }
 
     #[tokio::test]
