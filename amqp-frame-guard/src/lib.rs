@@ -1,21 +1,31 @@
-//! [`FrameGuard`]: a transport wrapper that refuses AMQP frame headers fe2o3-amqp cannot take.
+//! [`FrameGuard`]: a transport wrapper that refuses AMQP input fe2o3-amqp cannot take safely.
 //!
-//! Why it exists: fe2o3-amqp 0.18.4 splits the inbound stream on the 4-byte SIZE field
-//! (tokio-util's `LengthDelimitedCodec`, length adjustment -4) and then its `FrameDecoder`
-//! reads DOFF, TYPE and channel from the remainder with `Buf::get_u8`/`get_u16` without checking
-//! the length. A frame whose SIZE is below 8 (shorter than its own header) therefore panics with
-//! "advance out of bounds" (fe2o3-amqp 0.18.4 `src/frames/amqp.rs:234`). Any peer can send one:
-//! the emulator's connection task dies of it, and with `panic = "abort"` so would the process.
-//! The guard sits between the transport (after TLS decryption) and fe2o3, checks every frame
-//! header before fe2o3 sees it and turns a bad one into an [`io::ErrorKind::InvalidData`] read
-//! error, which fe2o3 handles like any broken transport.
+//! Why it exists, twice over:
+//! - fe2o3-amqp 0.18.4 splits the inbound stream on the 4-byte SIZE field (tokio-util's
+//!   `LengthDelimitedCodec`, length adjustment -4) and then its `FrameDecoder` reads DOFF, TYPE
+//!   and channel from the remainder with `Buf::get_u8`/`get_u16` without checking the length. A
+//!   frame whose SIZE is below 8 (shorter than its own header) therefore panics with "advance
+//!   out of bounds" (fe2o3-amqp 0.18.4 `src/frames/amqp.rs:234`).
+//! - It decodes performatives, SASL frames and messages through serde_amqp's `IoReader`, which
+//!   allocates every declared binary, string or symbol length before reading it: a frame of a
+//!   few hundred bytes declaring a 3 GB string costs 3 GB (found by the `amqp_frames` fuzz
+//!   target). The `value` module walks every performative and every message and refuses a size that does
+//!   not fit where it is declared.
+//!
+//! Any peer can send either: the emulator's connection task would die of the first, a process
+//! of the second. The guard sits between the transport (after TLS decryption) and fe2o3, checks
+//! every byte's place before fe2o3 sees it and turns a bad unit into an
+//! [`io::ErrorKind::InvalidData`] read error, which fe2o3 handles like any broken transport. A
+//! refused frame is never handed out to its last byte, and fe2o3 decodes a frame only once all
+//! of it has arrived, so it never decodes one.
 //!
 //! The stream is parsed as AMQP lays it out: a unit is either an 8-byte protocol header
 //! ("AMQP" + protocol id, major, minor, revision; at the start and again after SASL) or a frame
 //! (4-byte big-endian SIZE counting the whole frame, 1-byte DOFF in 4-byte words, 1-byte TYPE,
-//! 2-byte channel, then SIZE - 8 more bytes). Both headers are 8 bytes, so each unit starts with
-//! 8 bytes to look at. Frame bodies are skipped by counting and never copied; only a header split
-//! across two reads is copied (at most 8 bytes) while it is held back.
+//! 2-byte channel, then SIZE - 8 more bytes: a performative, and for a transfer part of a
+//! message). Bytes pass through in place and are never copied, except a header split across two
+//! reads (at most 8 bytes, held back until checked) and a transfer's performative (kept to read
+//! its link handle and flags).
 
 use std::collections::HashMap;
 use std::io;

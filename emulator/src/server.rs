@@ -305,7 +305,8 @@ where
         .build();
     let connection = tokio::select! {
         // FrameGuard: fe2o3-amqp 0.18.4 panics on a frame whose size is below its 8-byte
-        // header; the guard fails the read instead (amqp-frame-guard says more).
+        // header and allocates whatever size a value declares; the guard fails the read
+        // instead (amqp-frame-guard says more).
         connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(FrameGuard::new(stream))) => match connection {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => {

@@ -166,7 +166,8 @@ impl EventHubClient {
             .scheme("amqp");
         // TLS first, then AMQP inside it: what the service and the official SDKs do. fe2o3 reads
         // through a FrameGuard: fe2o3-amqp 0.18.4 panics on a frame whose size is below its
-        // 8-byte header, the guard fails the read instead (amqp-frame-guard says more).
+        // 8-byte header and allocates whatever size a value declares; the guard fails the read
+        // instead (amqp-frame-guard says more).
         let mut handle = match &self.tls {
             Some(connector) => {
                 let server_name =
