@@ -420,6 +420,78 @@ async fn a_declared_length_larger_than_its_frame_is_refused_before_fe2o3_allocat
     );
 }
 
+/// Found by `scripts/fuzz.sh` (amqp_frames, 2026-12-03, at once on the first version of the
+/// guard's value walk): a refused performative was handed out up to where the read that held
+/// the refused byte began, so what fe2o3 saw before the error depended on how the stream was cut
+/// into reads. Now everything before the refused byte is handed out, whatever the cuts. The
+/// input is the target's: one byte giving how many read sizes follow, the sizes, the stream.
+#[test]
+fn what_the_guard_hands_out_before_a_refusal_does_not_depend_on_the_reads() {
+    use amqp_frame_guard::FrameGuard;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    /// Hands out `data` in reads of the sizes `cuts` cycles through (all at once when empty).
+    struct Cut<'a> {
+        data: &'a [u8],
+        cuts: &'a [u8],
+        turn: usize,
+    }
+    impl AsyncRead for Cut<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let want = match self.cuts {
+                [] => usize::MAX,
+                cuts => usize::from(cuts[self.turn % cuts.len()]).max(1),
+            };
+            let n = want.min(buf.remaining()).min(self.data.len());
+            let (now, later) = self.data.split_at(n);
+            buf.put_slice(now);
+            self.data = later;
+            self.turn += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+    fn through_guard(data: &[u8], cuts: &[u8], read_size: usize) -> (Vec<u8>, Option<String>) {
+        let mut guard = FrameGuard::new(Cut {
+            data,
+            cuts,
+            turn: 0,
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut passed = Vec::new();
+        let mut buffer = vec![0u8; read_size];
+        loop {
+            let mut read = ReadBuf::new(&mut buffer);
+            match Pin::new(&mut guard).poll_read(&mut cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return (passed, None),
+                Poll::Ready(Ok(())) => passed.extend_from_slice(read.filled()),
+                Poll::Ready(Err(error)) => return (passed, Some(error.to_string())),
+                Poll::Pending => unreachable!("the source is never pending"),
+            }
+        }
+    }
+
+    let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
+    let input = std::fs::read(format!("{inputs}/amqp_frames-refusal-depends-on-cuts.bin")).unwrap();
+    let (cuts, data) = input[1..].split_at(usize::from(input[0] % 8));
+    let (whole, whole_error) = through_guard(data, &[], 64 * 1024);
+    let (cut, cut_error) = through_guard(data, cuts, usize::from(cuts[0] % 16) + 1);
+    let whole_error = whole_error.expect("the input holds a frame the guard refuses");
+    assert!(whole_error.contains("refused"), "{whole_error}");
+    assert_eq!(cut_error.as_deref(), Some(whole_error.as_str()));
+    assert_eq!(
+        cut.len(),
+        whole.len(),
+        "how the bytes were cut changed what passed"
+    );
+    assert_eq!(cut, whole);
+}
+
 /// Found by `scripts/fuzz.sh` (config, 2026-12-03): tracing-subscriber 0.3.23 panicked on a log
 /// filter with a non-ASCII character inside a span directive (a string sliced off a character
 /// boundary), so `check-config` and `run` died on it. Filters must be ASCII now.

@@ -115,6 +115,12 @@ impl Walker {
         self.stack = stack;
     }
 
+    /// Bytes consumed so far. After a refusal it counts the byte the refusal is about, and
+    /// every byte before it, whether they came in one piece or many.
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
+    }
+
     /// Between values: nothing started and not finished.
     pub(crate) fn at_boundary(&self) -> bool {
         self.stack.is_empty()
@@ -258,15 +264,18 @@ impl Walker {
         self.bound.saturating_sub(self.pos)
     }
 
-    /// A constructor byte: it must lie inside its container.
+    /// A constructor byte: it must lie inside its container. Taken before it is checked, as
+    /// every byte is, so that [`Walker::pos`] after a refusal is the same however the bytes
+    /// were cut.
     fn take_byte(&mut self) -> Result<(), String> {
-        if self.room() == 0 {
+        let room = self.room();
+        self.pos += 1;
+        if room == 0 {
             return Err(format!(
                 "a value starts past the end of its {}",
                 self.container_name()
             ));
         }
-        self.pos += 1;
         Ok(())
     }
 
@@ -660,7 +669,7 @@ mod tests {
     /// Feeds `bytes` whole and byte by byte; both must agree.
     fn walk(mut walker: Walker, bytes: &[u8]) -> Result<Walker, String> {
         let mut whole = walker.clone();
-        let whole_result = whole.feed(bytes).map(|_| whole);
+        let whole_result = whole.feed(bytes).map(|_| ());
         let mut piecewise = Ok(());
         for byte in bytes {
             if walker.done() {
@@ -671,13 +680,13 @@ mod tests {
                 break;
             }
         }
-        let piecewise = piecewise.map(|()| walker);
+        // The same answer, the same bytes consumed (up to a refusal's byte), the same state.
         assert_eq!(
-            whole_result.as_ref().map(|w| (w.pos, w.stack.clone())),
-            piecewise.as_ref().map(|w| (w.pos, w.stack.clone())),
+            (&whole_result, whole.pos, &whole.stack),
+            (&piecewise, walker.pos, &walker.stack),
             "whole and piecewise feeding disagree on {bytes:02x?}"
         );
-        whole_result
+        whole_result.map(|()| whole)
     }
 
     fn one(bytes: &[u8]) -> Result<Walker, String> {
