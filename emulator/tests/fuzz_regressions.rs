@@ -138,3 +138,19 @@ fn a_key_name_with_a_space_is_found() {
     assert!(token.contains("skn=listen+policy"), "{token}");
     verify_sas(&token, &keys, "sb://ns/hub1", NOW).expect("the key is found");
 }
+
+/// Found by `scripts/fuzz.sh` (sas_token, 2026-12-03, after the fix above): a literal space in
+/// place of a `+` in `skn` names the same key once form-decoded, so the token still verifies.
+/// That is form decoding's meaning, not a weakness (the key name only picks the key; the
+/// signature covers the resource and expiry); the target now counts the two as the same.
+#[test]
+fn a_key_name_written_with_a_literal_space_names_the_same_key() {
+    let keys = vec![SasKey::new("listen policy", KEY)];
+    let token = generate_sas_token("sb://ns/hub1", "listen policy", KEY, NOW + 3600);
+    let literal = token.replace("skn=listen+policy", "skn=listen policy");
+    assert_ne!(literal, token);
+    verify_sas(&literal, &keys, "sb://ns/hub1", NOW).expect("the same key");
+    // Any other change to the name is another key.
+    let other = token.replace("skn=listen+policy", "skn=listen+polic");
+    assert!(verify_sas(&other, &keys, "sb://ns/hub1", NOW).is_err());
+}
