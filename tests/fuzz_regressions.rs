@@ -420,6 +420,38 @@ async fn a_declared_length_larger_than_its_frame_is_refused_before_fe2o3_allocat
     );
 }
 
+/// Found by `scripts/fuzz.sh` (emulator_connection, 2026-12-03): a client whose first SASL frame
+/// is a bare `str32` declaring 0xec5341c0 bytes; fe2o3's SASL decoder reads it through the same
+/// allocating `IoReader`, and the fuzzing process passed 2 GB. The emulator reads every client
+/// through the frame guard, which now refuses it before fe2o3 sees the frame whole (the input is
+/// a raw client stream, as the target writes it to the emulator).
+#[tokio::test]
+async fn a_sasl_frame_declaring_gigabytes_is_refused_before_fe2o3_allocates_them() {
+    use amqp_frame_guard::FrameGuard;
+    use tokio::io::AsyncReadExt;
+
+    let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
+    let stream = std::fs::read(format!("{inputs}/emulator_connection-oom-sasl-str32.bin")).unwrap();
+    assert_eq!(&stream[..8], b"AMQP\x03\x01\x00\x00");
+    let mut guard = FrameGuard::new(&stream[..]);
+    let mut passed = Vec::new();
+    let error = loop {
+        let mut buf = [0u8; 4096];
+        match guard.read(&mut buf).await {
+            Ok(0) => panic!("the whole stream passed: {} bytes", passed.len()),
+            Ok(n) => passed.extend_from_slice(&buf[..n]),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(
+        error.to_string(),
+        "AMQP frame on channel 0 refused: a str32 declares 3964879296 bytes where 25 remain in \
+         its frame or message"
+    );
+    // The protocol header and the frame's header and constructor, not the frame.
+    assert!(passed.len() < 8 + 0x26, "{} bytes passed", passed.len());
+}
+
 /// Found by `scripts/fuzz.sh` (amqp_frames, 2026-12-03, at once on the first version of the
 /// guard's value walk): a refused performative was handed out up to where the read that held
 /// the refused byte began, so what fe2o3 saw before the error depended on how the stream was cut
