@@ -154,3 +154,19 @@ fn a_key_name_written_with_a_literal_space_names_the_same_key() {
     let other = token.replace("skn=listen+policy", "skn=listen+polic");
     assert!(verify_sas(&other, &keys, "sb://ns/hub1", NOW).is_err());
 }
+
+/// Found by `scripts/fuzz.sh` (sas_token, 2026-12-03): a vertical tab after
+/// `SharedAccessSignature` verifies, as any whitespace there does (`char::is_whitespace`); the
+/// target had counted only `is_ascii_whitespace`, which leaves the vertical tab out. Pinned
+/// here so that a change to the separator rule is a decision, not an accident.
+#[test]
+fn any_whitespace_separates_the_sas_prefix() {
+    let keys = keys();
+    let token = generate_sas_token("sb://ns/hub1", "Root", KEY, NOW + 3600);
+    for separator in ["\u{b}", "\t", "  ", "\u{3000}"] {
+        let spaced = token.replacen(' ', separator, 1);
+        verify_sas(&spaced, &keys, "sb://ns/hub1", NOW).expect("any whitespace separates");
+    }
+    let glued = token.replacen(' ', "", 1);
+    refused(verify_sas(&glued, &keys, "sb://ns/hub1", NOW));
+}
