@@ -137,15 +137,19 @@ pub fn verify_sas(
         .filter(|rest| rest.starts_with(char::is_whitespace))
         .ok_or_else(|| malformed("missing 'SharedAccessSignature ' prefix"))?
         .trim_start();
+    // Every field is `name=value` (found by fuzzing: a stray `&` split `skn=%25` into a field
+    // `skn=%`, which lenient decoding read as the same name, and a field `5`).
+    if body.split('&').any(|pair| !pair.contains('=')) {
+        return Err(malformed("a field is not name=value"));
+    }
     let encoded_resource = sas_field(body, "sr", "sr is missing, empty or repeated")?;
     let sig = sas_field(body, "sig", "sig is missing, empty or repeated")?;
     let expiry_text = sas_field(body, "se", "se is missing, empty or repeated")?;
     let key_name = sas_field(body, "skn", "skn is missing, empty or repeated")?;
     // Form decoding, as the signers encode it (`quote_plus`: a space is `+`); found by fuzzing,
     // a key name with a space never matched.
-    let key_name = percent_decode_str(&key_name.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned();
+    let key_name = strict_percent_decode(&key_name.replace('+', " "), "skn")?;
+    let key_name = String::from_utf8_lossy(&key_name).into_owned();
     if !expiry_text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(malformed("se is not a decimal number of seconds"));
     }
@@ -154,7 +158,7 @@ pub fn verify_sas(
         .map_err(|_| malformed("se is out of range"))?;
     // An unencoded `+` in sig stays a base64 `+`: percent-decoding, unlike form-decoding,
     // leaves it alone.
-    let signature = percent_decode_str(sig).collect::<Vec<u8>>();
+    let signature = strict_percent_decode(sig, "sig")?;
     let signature = STANDARD
         .decode(signature)
         .map_err(|_| malformed("sig is not base64"))?;
@@ -313,6 +317,25 @@ fn expired(expired_at_unix: u64, now_unix: u64) -> TokenError {
 }
 
 /// The single non-empty value of `name=` among the `&`-separated pairs of a SAS token body.
+/// Percent-decodes a token field, refusing a `%` not followed by two hex digits (lenient
+/// decoding keeps it as a literal `%`, so `%` and `%25` would name the same thing).
+fn strict_percent_decode(value: &str, field: &'static str) -> Result<Vec<u8>, TokenError> {
+    let bytes = value.as_bytes();
+    let escapes_ok = bytes.iter().enumerate().all(|(at, &byte)| {
+        byte != b'%'
+            || bytes
+                .get(at + 1..at + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return Err(malformed(match field {
+            "skn" => "skn has a '%' that is not a %XX escape",
+            _ => "sig has a '%' that is not a %XX escape",
+        }));
+    }
+    Ok(percent_decode_str(value).collect())
+}
+
 fn sas_field<'a>(body: &'a str, name: &str, reason: &'static str) -> Result<&'a str, TokenError> {
     let mut values = body
         .split('&')

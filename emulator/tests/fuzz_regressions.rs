@@ -170,3 +170,28 @@ fn any_whitespace_separates_the_sas_prefix() {
     let glued = token.replacen(' ', "", 1);
     refused(verify_sas(&glued, &keys, "sb://ns/hub1", NOW));
 }
+
+/// Found by `scripts/fuzz.sh` (sas_token, 2026-12-03): `skn=%25` (the key name `%`) changed to
+/// `skn=%&5` still verified: the stray `&` made a field `5`, which was ignored, and lenient
+/// percent-decoding read the lone `%` as itself. Fields must be `name=value` and escapes
+/// `%XX` now.
+#[test]
+fn stray_separators_and_broken_escapes_are_malformed() {
+    let keys = vec![SasKey::new("%", KEY)];
+    let token = generate_sas_token("sb://ns/hub1", "%", KEY, NOW + 3600);
+    assert!(token.ends_with("skn=%25"), "{token}");
+    verify_sas(&token, &keys, "sb://ns/hub1", NOW).expect("the key named %");
+    for broken in [
+        token.replace("skn=%25", "skn=%&5"),
+        token.replace("skn=%25", "skn=%"),
+        token.replace("skn=%25", "skn=%2"),
+        token.replace("skn=%25", "skn=%25&"),
+        token.replacen("sig=", "sig=%Z", 1),
+    ] {
+        let error = refused(verify_sas(&broken, &keys, "sb://ns/hub1", NOW));
+        assert!(
+            matches!(error, TokenError::Malformed { .. }),
+            "{broken}: {error:?}"
+        );
+    }
+}
