@@ -382,10 +382,9 @@ fn the_fuzzers_amqp_inputs_are_answered_not_panicked_on() {
 /// every performative and message and refuses a size that does not fit where it is declared,
 /// before the frame's last byte is handed to fe2o3 (which decodes a frame only once it is all
 /// there). Fails without the guard's value walk (the stream then passes whole).
-#[tokio::test]
-async fn a_declared_length_larger_than_its_frame_is_refused_before_fe2o3_allocates_it() {
-    use amqp_frame_guard::FrameGuard;
-    use tokio::io::AsyncReadExt;
+#[test]
+fn a_declared_length_larger_than_its_frame_is_refused_before_fe2o3_allocates_it() {
+    use amqp_frame_guard::testing::through_guard;
 
     let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
     let input = std::fs::read(format!("{inputs}/amqp_frames-oom-str32-length.bin")).unwrap();
@@ -397,19 +396,10 @@ async fn a_declared_length_larger_than_its_frame_is_refused_before_fe2o3_allocat
     let bad_frame_end = bad_frame_at + 0x166;
     assert_eq!(&stream[bad_frame_at + 8..bad_frame_at + 13], &[0xb1; 5]);
 
-    let mut guard = FrameGuard::new(stream);
-    let mut passed = Vec::new();
-    let error = loop {
-        let mut buf = [0u8; 4096];
-        match guard.read(&mut buf).await {
-            Ok(0) => panic!("the whole stream passed: {} bytes", passed.len()),
-            Ok(n) => passed.extend_from_slice(&buf[..n]),
-            Err(error) => break error,
-        }
-    };
-    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    let (passed, error) = through_guard(stream, &[], 4096);
+    let error = error.expect("the stream is refused");
     assert_eq!(
-        error.to_string(),
+        error,
         "AMQP frame on channel 0 refused: a str32 declares 2981212593 bytes where 345 remain \
          in its frame or message"
     );
@@ -425,26 +415,17 @@ async fn a_declared_length_larger_than_its_frame_is_refused_before_fe2o3_allocat
 /// allocating `IoReader`, and the fuzzing process passed 2 GB. The emulator reads every client
 /// through the frame guard, which now refuses it before fe2o3 sees the frame whole (the input is
 /// a raw client stream, as the target writes it to the emulator).
-#[tokio::test]
-async fn a_sasl_frame_declaring_gigabytes_is_refused_before_fe2o3_allocates_them() {
-    use amqp_frame_guard::FrameGuard;
-    use tokio::io::AsyncReadExt;
+#[test]
+fn a_sasl_frame_declaring_gigabytes_is_refused_before_fe2o3_allocates_them() {
+    use amqp_frame_guard::testing::through_guard;
 
     let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
     let stream = std::fs::read(format!("{inputs}/emulator_connection-oom-sasl-str32.bin")).unwrap();
     assert_eq!(&stream[..8], b"AMQP\x03\x01\x00\x00");
-    let mut guard = FrameGuard::new(&stream[..]);
-    let mut passed = Vec::new();
-    let error = loop {
-        let mut buf = [0u8; 4096];
-        match guard.read(&mut buf).await {
-            Ok(0) => panic!("the whole stream passed: {} bytes", passed.len()),
-            Ok(n) => passed.extend_from_slice(&buf[..n]),
-            Err(error) => break error,
-        }
-    };
+    let (passed, error) = through_guard(&stream, &[], 4096);
+    let error = error.expect("the stream is refused");
     assert_eq!(
-        error.to_string(),
+        error,
         "AMQP frame on channel 0 refused: a str32 declares 3964879296 bytes where 25 remain in \
          its frame or message"
     );
@@ -459,54 +440,7 @@ async fn a_sasl_frame_declaring_gigabytes_is_refused_before_fe2o3_allocates_them
 /// input is the target's: one byte giving how many read sizes follow, the sizes, the stream.
 #[test]
 fn what_the_guard_hands_out_before_a_refusal_does_not_depend_on_the_reads() {
-    use amqp_frame_guard::FrameGuard;
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
-    use tokio::io::{AsyncRead, ReadBuf};
-
-    /// Hands out `data` in reads of the sizes `cuts` cycles through (all at once when empty).
-    struct Cut<'a> {
-        data: &'a [u8],
-        cuts: &'a [u8],
-        turn: usize,
-    }
-    impl AsyncRead for Cut<'_> {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let want = match self.cuts {
-                [] => usize::MAX,
-                cuts => usize::from(cuts[self.turn % cuts.len()]).max(1),
-            };
-            let n = want.min(buf.remaining()).min(self.data.len());
-            let (now, later) = self.data.split_at(n);
-            buf.put_slice(now);
-            self.data = later;
-            self.turn += 1;
-            Poll::Ready(Ok(()))
-        }
-    }
-    fn through_guard(data: &[u8], cuts: &[u8], read_size: usize) -> (Vec<u8>, Option<String>) {
-        let mut guard = FrameGuard::new(Cut {
-            data,
-            cuts,
-            turn: 0,
-        });
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut passed = Vec::new();
-        let mut buffer = vec![0u8; read_size];
-        loop {
-            let mut read = ReadBuf::new(&mut buffer);
-            match Pin::new(&mut guard).poll_read(&mut cx, &mut read) {
-                Poll::Ready(Ok(())) if read.filled().is_empty() => return (passed, None),
-                Poll::Ready(Ok(())) => passed.extend_from_slice(read.filled()),
-                Poll::Ready(Err(error)) => return (passed, Some(error.to_string())),
-                Poll::Pending => unreachable!("the source is never pending"),
-            }
-        }
-    }
+    use amqp_frame_guard::testing::through_guard;
 
     let inputs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_inputs");
     let input = std::fs::read(format!("{inputs}/amqp_frames-refusal-depends-on-cuts.bin")).unwrap();

@@ -35,6 +35,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+pub mod testing;
 mod value;
 
 /// Length of both an AMQP protocol header and a frame header.

@@ -66,26 +66,52 @@ fuzz_target!(|input: Input| {
         assert_eq!(FullyQualifiedNamespace::parse(&printed), Ok(namespace));
     }
     let container = input.container;
-    storage(StorageAccount::ConnectionString(Secret::new(input.text)), container, false);
-    storage(StorageAccount::ContainerUrl(Secret::new(input.text)), container, false);
+    storage(
+        StorageAccount::ConnectionString(Secret::new(input.text)),
+        container,
+        false,
+    );
+    storage(
+        StorageAccount::ContainerUrl(Secret::new(input.text)),
+        container,
+        false,
+    );
     let account_url = input.text.to_owned();
     // `check` never builds the credential (that reads the process environment).
     let credential = CredentialSpec::WorkloadIdentity;
-    storage(StorageAccount::AccountUrl { account_url, credential }, container, false);
+    storage(
+        StorageAccount::AccountUrl {
+            account_url,
+            credential,
+        },
+        container,
+        false,
+    );
 
     let check = ![input.before, input.after, input.secret, input.container]
         .iter()
         .any(|part| part.contains(MARKER));
     let (before, secret, after) = (input.before, input.secret, input.after);
     for keyword in ["SharedAccessKey", "SharedAccessSignature"] {
-        event_hubs(&format!("{before};{keyword}={MARKER}{secret};{after}"), check);
+        event_hubs(
+            &format!("{before};{keyword}={MARKER}{secret};{after}"),
+            check,
+        );
     }
     for keyword in ["AccountKey", "SharedAccessSignature"] {
         let text = format!("{before};{keyword}={MARKER}{secret};{after}");
-        storage(StorageAccount::ConnectionString(Secret::new(text)), container, check);
+        storage(
+            StorageAccount::ConnectionString(Secret::new(text)),
+            container,
+            check,
+        );
     }
     // In the query: `before` may already have one (then the marker is still in it) or a
     // fragment (which no message quotes either).
     let url = format!("{before}?{after}&sig={MARKER}{secret}");
-    storage(StorageAccount::ContainerUrl(Secret::new(url)), container, check);
+    storage(
+        StorageAccount::ContainerUrl(Secret::new(url)),
+        container,
+        check,
+    );
 });

@@ -70,7 +70,9 @@ fn emulator() -> SocketAddr {
 fn converse(addr: SocketAddr, bytes: &[u8]) {
     let mut stream = TcpStream::connect(addr).expect("the emulator accepts connections");
     stream.set_nodelay(true).unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     // The emulator may refuse and close before everything is written: that is an answer.
     let _ = stream.write_all(bytes);
     let _ = stream.shutdown(Shutdown::Write);
@@ -99,7 +101,10 @@ fn assert_still_serving(addr: SocketAddr) {
     stream
         .read_exact(&mut header)
         .expect("the emulator answers a protocol header");
-    assert_eq!(&header, b"AMQP\x03\x01\x00\x00", "the emulator's SASL header");
+    assert_eq!(
+        &header, b"AMQP\x03\x01\x00\x00",
+        "the emulator's SASL header"
+    );
 }
 
 fuzz_target!(|bytes: &[u8]| {

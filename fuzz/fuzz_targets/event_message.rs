@@ -76,14 +76,32 @@ fuzz_target!(|bytes: &[u8]| {
             .finish()
             .unwrap_or_else(|e| panic!("{format:?}: a file with an accepted event failed: {e}"));
         let read = read_back(&format, &file);
-        assert_eq!(read.len(), 1, "{format:?}: one event written, {} read", read.len());
+        assert_eq!(
+            read.len(),
+            1,
+            "{format:?}: one event written, {} read",
+            read.len()
+        );
         let back = &read[0];
-        assert_eq!(back.sequence_number, event.sequence_number, "{format:?}: sequence number");
+        assert_eq!(
+            back.sequence_number, event.sequence_number,
+            "{format:?}: sequence number"
+        );
         assert_eq!(back.offset, event.offset, "{format:?}: offset");
-        assert_eq!(back.enqueued_time_ms, event.enqueued_time_ms, "{format:?}: enqueued time");
-        assert_eq!(back.partition_key, event.partition_key, "{format:?}: partition key");
+        assert_eq!(
+            back.enqueued_time_ms, event.enqueued_time_ms,
+            "{format:?}: enqueued time"
+        );
+        assert_eq!(
+            back.partition_key, event.partition_key,
+            "{format:?}: partition key"
+        );
         if let Some(body) = event.body.bytes() {
-            assert_eq!(back.body.bytes().as_deref(), Some(&*body), "{format:?}: body bytes");
+            assert_eq!(
+                back.body.bytes().as_deref(),
+                Some(&*body),
+                "{format:?}: body bytes"
+            );
         }
     }
 });

@@ -12,8 +12,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use arbitrary::Arbitrary;
 use hubcap::secret::Secret;
 use hubcap_emulator::token::{
-    generate_sas_token, normalize_resource, resource_covers, verify_jwt, verify_sas,
-    verify_token, SasKey, TokenError,
+    generate_sas_token, normalize_resource, resource_covers, verify_jwt, verify_sas, verify_token,
+    SasKey, TokenError,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -92,7 +92,10 @@ fuzz_target!(|input: Input| {
     }
     if let Ok(granted) = &as_sas {
         assert!(granted.expires_at_unix > now);
-        assert!(resource_covers(&granted.resource, &normalize_resource(input.audience)));
+        assert!(resource_covers(
+            &granted.resource,
+            &normalize_resource(input.audience)
+        ));
     }
     let normalized = normalize_resource(input.audience);
     assert!(resource_covers(&normalized, &normalized) && resource_covers("", &normalized));
@@ -113,7 +116,10 @@ fuzz_target!(|input: Input| {
         assert_eq!(granted.expires_at_unix, expiry);
         assert_eq!(granted.resource, normalize_resource(input.resource));
     } else {
-        assert!(matches!(result, Err(TokenError::Expired { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(TokenError::Expired { .. })),
+            "{result:?}"
+        );
     }
 
     // hubcap's own client signer, against the emulator.
@@ -126,7 +132,11 @@ fuzz_target!(|input: Input| {
         lifetime,
     );
     let result = verify_sas(signed.token.expose(), &keys, input.resource, now);
-    assert!(result.is_ok(), "hubcap's {:?} refused: {result:?}", signed.token.expose());
+    assert!(
+        result.is_ok(),
+        "hubcap's {:?} refused: {result:?}",
+        signed.token.expose()
+    );
 
     // One byte changed.
     if expiry <= now || token.is_empty() {
@@ -140,6 +150,9 @@ fuzz_target!(|input: Input| {
     };
     if changed != token && !same_meaning(&token, at, input.change_to) {
         let result = verify_sas(&changed, &keys, input.resource, now);
-        assert!(result.is_err(), "{changed:?} (changed from {token:?}) verified");
+        assert!(
+            result.is_err(),
+            "{changed:?} (changed from {token:?}) verified"
+        );
     }
 });
