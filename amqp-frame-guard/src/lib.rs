@@ -302,8 +302,13 @@ impl Scanner {
                         return Err((refuse(reason), taken.saturating_sub(1)));
                     }
                 };
-                let room = MAX_TRANSFER_PERFORMATIVE.saturating_sub(self.kept.len());
-                self.kept.extend_from_slice(&piece[..n.min(room)]);
+                // A performative wholly in this piece (the usual case) is read where it is;
+                // one split across reads is kept until it is complete.
+                let whole_here = self.performative.pos() == n as u64;
+                if !(whole_here && self.performative.done()) {
+                    let room = MAX_TRANSFER_PERFORMATIVE.saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&piece[..n.min(room)]);
+                }
                 *left -= n as u32;
                 // Refusals from here on are about the last byte taken.
                 let at_last = |refusal| (refusal, n.saturating_sub(1));
@@ -316,12 +321,17 @@ impl Scanner {
                     return Ok(Some(n));
                 }
                 let left = *left;
+                let performative = if whole_here {
+                    &piece[..n]
+                } else {
+                    &self.kept[..]
+                };
                 let transfer = if *frame_type == FRAME_TYPE_AMQP {
-                    value::transfer_fields(&self.kept)
+                    value::transfer_fields(performative)
                 } else {
                     None
                 };
-                if transfer.is_some() && self.kept.len() == MAX_TRANSFER_PERFORMATIVE {
+                if transfer.is_some() && performative.len() >= MAX_TRANSFER_PERFORMATIVE {
                     return Err(at_last(refuse(format!(
                         "a transfer performative of {MAX_TRANSFER_PERFORMATIVE} bytes or more"
                     ))));

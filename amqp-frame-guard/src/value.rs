@@ -307,6 +307,16 @@ impl Walker {
         Ok(())
     }
 
+    /// Opens a list, map or array body of `left` elements (of type `code` in an array).
+    fn open_elements(&mut self, end: u64, left: u64, code: Option<u8>) -> Result<(), String> {
+        self.open(end, |outer| Task::Elements {
+            end,
+            outer,
+            left,
+            code,
+        })
+    }
+
     /// Closes the innermost container (already popped), whose outside ends at `outer`.
     fn close(&mut self, outer: u64) {
         self.nesting -= 1;
@@ -405,23 +415,16 @@ impl Walker {
                     ));
                 }
                 let end = self.pos + value;
-                if matches!(then, After::CompoundSize { .. }) {
-                    self.open(end, |outer| Task::Elements {
-                        end,
-                        outer,
-                        left: 0,
-                        code: None,
-                    })?;
+                // The count (read next) fills in the container's element count.
+                let then = if matches!(then, After::CompoundSize { .. }) {
+                    self.open_elements(end, 0, None)?;
+                    After::CompoundCount
                 } else {
                     self.open(end, |outer| Task::ArrayCode {
                         end,
                         outer,
                         count: 0,
                     })?;
-                }
-                let then = if matches!(then, After::CompoundSize { .. }) {
-                    After::CompoundCount
-                } else {
                     After::ArrayCount
                 };
                 self.push(Task::Field {
@@ -468,12 +471,7 @@ impl Walker {
                         "an array declares {count} elements of {width} bytes in {room} bytes"
                     ));
                 };
-                self.open(end, |outer| Task::Elements {
-                    end,
-                    outer,
-                    left: 0,
-                    code: None,
-                })?;
+                self.open_elements(end, 0, None)?;
                 self.push(Task::Skip { left: len })
             }
             None if code == 0x00 || !is_format_code(code) => {
@@ -486,12 +484,7 @@ impl Walker {
                         "an array declares {count} elements in {room} bytes"
                     ));
                 }
-                self.open(end, |outer| Task::Elements {
-                    end,
-                    outer,
-                    left: count,
-                    code: Some(code),
-                })
+                self.open_elements(end, count, Some(code))
             }
         }
     }
