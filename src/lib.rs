@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod ops;
 pub mod partition;
 pub mod preflight;
+pub mod proxy;
 pub mod recovery;
 pub mod runtime;
 pub mod secret;

@@ -97,10 +97,13 @@ async fn checkpoint_store(config: &Config) -> Result<String, String> {
             ))
         }
         CheckpointStoreConfig::AzureBlob {
-            storage, container, ..
+            storage,
+            proxy,
+            container,
+            ..
         } => {
             let container =
-                BlobContainer::connect(storage, container).map_err(|e| e.to_string())?;
+                BlobContainer::connect(storage, container, proxy).map_err(|e| e.to_string())?;
             probe_container(&container, "Storage Blob Data Contributor").await?;
             Ok(format!(
                 "container {:?} is readable and writable ({} ownership records)",

@@ -12,7 +12,7 @@ use crate::checkpoint::{NameCase, Store, StoreScope};
 use crate::config::{CheckpointStoreConfig, Config, EventHubConnection, SinkKind};
 use crate::credential::{token_credential, EntraTokenProvider};
 use crate::eventhubs::{
-    ClientSettings, ConnectionStringAuth, Credential, EventHubClient, ReceiverOptions,
+    ClientSettings, ConnectionStringAuth, Credential, EventHubClient, ReceiverOptions, Transport,
 };
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -79,10 +79,24 @@ pub fn client_settings(config: &Config) -> Result<ClientSettings, SetupError> {
             )
         }
     };
+    // WebSockets go to 443 (`wss`), whatever AMQP port the connection string names; the
+    // custom endpoint's port, when it has one, wins over both.
+    let port = match hub.transport {
+        Transport::Amqp => port,
+        Transport::AmqpWebSockets if tls => 443,
+        Transport::AmqpWebSockets => 80,
+    };
+    let custom_endpoint = hub
+        .custom_endpoint
+        .as_ref()
+        .map(|(custom_host, custom_port)| (custom_host.clone(), custom_port.unwrap_or(port)));
     Ok(ClientSettings {
         host,
         port,
         tls,
+        transport: hub.transport,
+        custom_endpoint,
+        proxy: hub.proxy.clone(),
         ca_file: hub.ca_file.clone(),
         event_hub: hub.name.clone(),
         consumer_group: hub.consumer_group.clone(),
@@ -110,10 +124,11 @@ pub async fn open_store(config: &Config) -> Result<Store, SetupError> {
         )?)),
         CheckpointStoreConfig::AzureBlob {
             storage,
+            proxy,
             container,
             blob_name_case,
         } => {
-            let container = BlobContainer::connect(storage, container).map_err(|error| {
+            let container = BlobContainer::connect(storage, container, proxy).map_err(|error| {
                 SetupError::Storage {
                     section: "checkpoint_store",
                     error,
@@ -149,12 +164,13 @@ pub async fn sink(config: &Config) -> Result<Sink, SetupError> {
         }))),
         SinkKind::Blob {
             storage,
+            proxy,
             container,
             path_format,
             format,
             block_size,
         } => {
-            let container = BlobContainer::connect(storage, container).map_err(|error| {
+            let container = BlobContainer::connect(storage, container, proxy).map_err(|error| {
                 SetupError::Storage {
                     section: "sink",
                     error,
@@ -225,6 +241,13 @@ pub const STOPPED_BEFORE_STARTING: &str =
 /// shutdown during set-up (the store, the HTTP listener, the sink: each may wait on the
 /// network) ends it there, before anything is claimed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(variable) = config.eventhub.ignored_proxy_variable {
+        tracing::info!(
+            variable,
+            "{variable} is set but not used: transport = \"amqp\" cannot go through an HTTP \
+             proxy; set [eventhub] transport = \"amqp_websockets\" to use it"
+        );
+    }
     let client = Arc::new(EventHubClient::new(client_settings(&config)?)?);
     let metrics = Metrics::new(&config.eventhub.name, &config.eventhub.consumer_group);
     // A dependency is "reachable" if it answered within three balancing cycles.

@@ -32,8 +32,12 @@ fn connection_string(text: String) -> StorageAccount {
 
 /// The container behind an account-key connection string, created.
 async fn container(azurite: &Azurite) -> BlobContainer {
-    let container =
-        BlobContainer::connect(&connection_string(azurite.connection_string()), CONTAINER).unwrap();
+    let container = BlobContainer::connect(
+        &connection_string(azurite.connection_string()),
+        CONTAINER,
+        &Default::default(),
+    )
+    .unwrap();
     container.create_container_if_missing().await.unwrap();
     container
 }
@@ -305,7 +309,7 @@ async fn blob_names_are_lower_cased_by_default_and_verbatim_on_request() {
 
 /// Claims, checkpoints and lists through `storage`, which must reach the same account.
 async fn store_round_trip(storage: StorageAccount, partition_id: &str) {
-    let container = BlobContainer::connect(&storage, CONTAINER).unwrap();
+    let container = BlobContainer::connect(&storage, CONTAINER, &Default::default()).unwrap();
     let store = BlobCheckpointStore::new(container, scope(), NameCase::Lower);
     let won = store
         .claim_ownership(&[claim(partition_id, "owner", None)])
@@ -366,7 +370,7 @@ async fn a_wrong_key_or_signature_is_refused_and_never_shown() {
             signature,
         ),
     ] {
-        let container = BlobContainer::connect(&storage, CONTAINER).unwrap();
+        let container = BlobContainer::connect(&storage, CONTAINER, &Default::default()).unwrap();
         let store = BlobCheckpointStore::new(container.clone(), scope(), NameCase::Lower);
         let listed = store.list_ownership().await;
         let Err(StoreError::Refused { reason }) = &listed else {
@@ -396,7 +400,8 @@ async fn a_wrong_key_or_signature_is_refused_and_never_shown() {
 async fn a_missing_container_is_refused_not_a_lost_claim() {
     let azurite = Azurite::start();
     let storage = connection_string(azurite.connection_string());
-    let container = BlobContainer::connect(&storage, "no-such-container").unwrap();
+    let container =
+        BlobContainer::connect(&storage, "no-such-container", &Default::default()).unwrap();
     let store = BlobCheckpointStore::new(container, scope(), NameCase::Lower);
     let claimed = store.claim_ownership(&[claim("0", "a", None)]).await;
     assert!(

@@ -453,7 +453,7 @@ async fn a_legacy_event_processor_host_lease_container_imports_and_hubcap_resume
     preload_each(&emulator, 20, 64);
     let azurite = Azurite::start();
     let account = StorageAccount::ConnectionString(Secret::new(azurite.connection_string()));
-    let leases = BlobContainer::connect(&account, "eph-leases").unwrap();
+    let leases = BlobContainer::connect(&account, "eph-leases", &Default::default()).unwrap();
     leases.create_container_if_missing().await.unwrap();
     // The host's blobs: `<consumer group>/<partition id>` (no storage blob prefix).
     let checkpointed = [("0", 11), ("1", 4)];

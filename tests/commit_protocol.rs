@@ -68,7 +68,7 @@ struct BlobStore {
 impl BlobStore {
     async fn new(azurite: &Azurite, emulator: &Emulator) -> Self {
         let account = StorageAccount::ConnectionString(Secret::new(azurite.connection_string()));
-        let container = BlobContainer::connect(&account, CONTAINER).unwrap();
+        let container = BlobContainer::connect(&account, CONTAINER, &Default::default()).unwrap();
         container.create_container_if_missing().await.unwrap();
         let scope = StoreScope {
             fully_qualified_namespace: emulator.amqp_addr().to_string(),

@@ -97,7 +97,7 @@ impl Subject {
     async fn blob(format: FileFormat) -> Self {
         let azurite = Azurite::start();
         let storage = StorageAccount::ConnectionString(Secret::new(azurite.connection_string()));
-        let container = BlobContainer::connect(&storage, "archive").unwrap();
+        let container = BlobContainer::connect(&storage, "archive", &Default::default()).unwrap();
         container.create_container_if_missing().await.unwrap();
         Subject::Blob {
             azurite,

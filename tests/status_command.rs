@@ -74,7 +74,8 @@ impl StoreUnderTest {
             StoreUnderTest::Blob(azurite) => {
                 let account =
                     StorageAccount::ConnectionString(Secret::new(azurite.connection_string()));
-                let container = BlobContainer::connect(&account, CONTAINER).unwrap();
+                let container =
+                    BlobContainer::connect(&account, CONTAINER, &Default::default()).unwrap();
                 container.create_container_if_missing().await.unwrap();
                 Store::Blob(BlobCheckpointStore::new(container, scope, NameCase::Lower))
             }

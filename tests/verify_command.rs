@@ -665,7 +665,7 @@ async fn an_avro_blob_archive_is_exact_until_a_blob_is_copied() {
         .set("sink", "container", ARCHIVE_CONTAINER);
     let account = StorageAccount::ConnectionString(Secret::new(storage.clone()));
     let checkpoints = BlobCheckpointStore::new(
-        BlobContainer::connect(&account, "checkpoints").unwrap(),
+        BlobContainer::connect(&account, "checkpoints", &Default::default()).unwrap(),
         StoreScope {
             fully_qualified_namespace: emulator.amqp_addr().to_string(),
             event_hub: HUB.into(),
@@ -711,7 +711,8 @@ async fn an_avro_blob_archive_is_exact_until_a_blob_is_copied() {
     }
 
     // Copy one of partition 0's blobs, metadata and all, under a collision-suffixed name.
-    let container = BlobContainer::connect(&account, ARCHIVE_CONTAINER).unwrap();
+    let container =
+        BlobContainer::connect(&account, ARCHIVE_CONTAINER, &Default::default()).unwrap();
     let blobs = container.list_with_metadata("").await.unwrap();
     let original = blobs
         .iter()

@@ -11,8 +11,9 @@ use super::units::{GIB, KIB, MIB};
 use super::{credential, EventHubConfig, EventHubConnection};
 use crate::eventhubs::{
     check_ca_file, expiry_of, ConnectionString, ConnectionStringAuth, EventPosition,
-    FullyQualifiedNamespace,
+    FullyQualifiedNamespace, Transport,
 };
+use crate::proxy::{self, NoProxy, ProxyRoute, HTTPS_PROXY_VARS, NO_PROXY_VARS};
 use crate::suggest::did_you_mean;
 
 pub(super) const KEYS: &[&str] = &[
@@ -32,6 +33,9 @@ pub(super) const KEYS: &[&str] = &[
     "retry_min_backoff",
     "retry_max_backoff",
     "stuck_partition_timeout",
+    "transport",
+    "custom_endpoint",
+    "proxy",
 ];
 
 const DEFAULT_CONSUMER_GROUP: &str = "$Default";
@@ -134,8 +138,36 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfi
         DEFAULT_STUCK_PARTITION_TIMEOUT,
         SECOND..=HOUR,
     );
+    let transport = section.choice(
+        ctx,
+        "transport",
+        "transport",
+        &[
+            ("amqp", Transport::Amqp),
+            ("amqp_websockets", Transport::AmqpWebSockets),
+        ],
+        Transport::Amqp,
+    );
+    let custom_endpoint = section.take("custom_endpoint").and_then(|entry| {
+        let text = ctx.name(&entry)?;
+        let parsed = parse_custom_endpoint(&text);
+        parsed
+            .map_err(|problem| ctx.error(&entry.key, entry.line, problem))
+            .ok()
+    });
+    let (proxy, ignored_proxy_variable) = match transport {
+        Lookup::Present(transport) => proxy_route(ctx, &mut section, transport),
+        _ => (None, None),
+    };
     section.finish(ctx, KEYS, &[], "");
     Some(EventHubConfig {
+        transport: match transport {
+            Lookup::Present(transport) => transport,
+            _ => return None,
+        },
+        custom_endpoint,
+        proxy: proxy?,
+        ignored_proxy_variable,
         connection: connection?,
         name: name?,
         consumer_group: consumer_group?,
@@ -150,6 +182,90 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<EventHubConfi
         retry_max_backoff: retry_max_backoff?,
         stuck_partition_timeout,
     })
+}
+
+/// `host`, `host:port`, or a URL such as `sb://host:port/` (the SDKs' `custom_endpoint_address`
+/// form): where TCP goes instead of the namespace.
+fn parse_custom_endpoint(text: &str) -> Result<(String, Option<u16>), String> {
+    let authority = match text.split_once("://") {
+        Some((scheme, rest)) => {
+            let known = ["sb", "amqps", "amqp", "https", "wss", "ws"];
+            if !known.iter().any(|known| scheme.eq_ignore_ascii_case(known)) {
+                return Err(format!(
+                    "unknown scheme {scheme:?} in custom_endpoint; write host:port, or a URL \
+                     such as sb://host:port"
+                ));
+            }
+            rest
+        }
+        None => text,
+    };
+    let authority = authority.trim_end_matches('/');
+    if authority.contains('/') || authority.contains('@') || authority.contains('?') {
+        return Err(format!(
+            "custom_endpoint {text:?} must be a host and optional port, without a path"
+        ));
+    }
+    proxy::split_host_port(authority)
+        .map_err(|problem| format!("custom_endpoint {text:?} {problem}"))
+}
+
+/// The proxy WebSockets go through: `proxy`, else `HTTPS_PROXY`; `NO_PROXY` bypasses either.
+/// Plain AMQP cannot be tunnelled by the SDKs' convention: a configured proxy is an error with
+/// it, and an environment one is ignored (named, for a log line at start).
+fn proxy_route(
+    ctx: &mut Ctx,
+    section: &mut Section,
+    transport: Transport,
+) -> (Option<ProxyRoute>, Option<&'static str>) {
+    let no_proxy = ctx
+        .env_var(&NO_PROXY_VARS)
+        .map(|(_, list)| NoProxy::parse(&list))
+        .unwrap_or_default();
+    if let Some(entry) = section.take("proxy") {
+        let Some(url) = ctx.secret(&entry) else {
+            return (None, None);
+        };
+        if transport == Transport::Amqp {
+            let message = "a proxy needs transport = \"amqp_websockets\": plain AMQP (port \
+                           5671) cannot go through an HTTP proxy";
+            ctx.error(&entry.key, entry.line, message);
+            return (None, None);
+        }
+        return match proxy::parse_proxy_url(url.expose(), &entry.key) {
+            Ok(proxy) => (
+                Some(ProxyRoute {
+                    proxy: Some(proxy),
+                    no_proxy,
+                }),
+                None,
+            ),
+            Err(problem) => {
+                ctx.error(&entry.key, entry.line, problem);
+                (None, None)
+            }
+        };
+    }
+    match ctx.env_var(&HTTPS_PROXY_VARS) {
+        None => (Some(ProxyRoute::direct()), None),
+        Some((variable, _)) if transport == Transport::Amqp => {
+            (Some(ProxyRoute::direct()), Some(variable))
+        }
+        Some((variable, url)) => match proxy::parse_proxy_url(&url, variable) {
+            Ok(proxy) => (
+                Some(ProxyRoute {
+                    proxy: Some(proxy),
+                    no_proxy,
+                }),
+                None,
+            ),
+            Err(problem) => {
+                let message = format!("{problem} (the proxy for transport = \"amqp_websockets\")");
+                ctx.error(&format!("environment variable {variable}"), None, message);
+                (None, None)
+            }
+        },
+    }
 }
 
 /// Exactly one of: `connection_string`, `connection_string_file`, or

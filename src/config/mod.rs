@@ -36,7 +36,8 @@ use std::time::Duration;
 use crate::balance::Strategy;
 use crate::checkpoint::NameCase;
 use crate::credential::CredentialSpec;
-use crate::eventhubs::{ConnectionString, EventPosition, FullyQualifiedNamespace};
+use crate::eventhubs::{ConnectionString, EventPosition, FullyQualifiedNamespace, Transport};
+use crate::proxy::ProxyRoute;
 use crate::sink::format::FileFormat;
 use crate::sink::path_format::PathFormat;
 use crate::sink::WindowSettings;
@@ -96,6 +97,15 @@ pub struct EventHubConfig {
     /// A partition with a backlog that delivers nothing for this long gets its receiver
     /// recycled (the stuck-partition watchdog).
     pub stuck_partition_timeout: Duration,
+    /// AMQP on 5671/5672, or AMQP over WebSockets on 443.
+    pub transport: Transport,
+    /// `host` and optional port to open TCP to instead of the namespace.
+    pub custom_endpoint: Option<(String, Option<u16>)>,
+    /// The HTTP proxy for WebSockets (`proxy`, else `HTTPS_PROXY`), and `NO_PROXY`.
+    pub proxy: ProxyRoute,
+    /// The environment variable that named a proxy `transport = "amqp"` cannot use, for the
+    /// log line at start.
+    pub ignored_proxy_variable: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +147,8 @@ pub enum CheckpointStoreConfig {
     AzureBlob {
         /// The storage account and how to authenticate to it.
         storage: StorageAccount,
+        /// The HTTP proxy its requests go through (`proxy`, else `HTTPS_PROXY`).
+        proxy: ProxyRoute,
         /// Container name; taken from the URL when the storage is a `container_url`.
         container: String,
         /// How blob names are cased; must match the other consumers of the same store.
@@ -184,6 +196,8 @@ pub enum SinkKind {
     Blob {
         /// The storage account and how to authenticate to it.
         storage: StorageAccount,
+        /// The HTTP proxy its requests go through (`proxy`, else `HTTPS_PROXY`).
+        proxy: ProxyRoute,
         /// Container name; taken from the URL when the storage is a `container_url`.
         container: String,
         /// Blob name, from tokens; the format's extension is appended. Never uses

@@ -54,6 +54,19 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The first of `names` set (non-empty) in the environment `${VAR}` reads, and its value:
+    /// for the variables hubcap reads itself (`HTTPS_PROXY`, `NO_PROXY`). The value is kept out
+    /// of messages like any other the environment supplied.
+    pub(super) fn env_var(&mut self, names: &[&'static str]) -> Option<(&'static str, String)> {
+        let (name, value) = names.iter().find_map(|name| {
+            (self.env)(name)
+                .filter(|value| !value.trim().is_empty())
+                .map(|value| (*name, value))
+        })?;
+        self.from_env.push((name.to_owned(), value.clone()));
+        Some((name, value))
+    }
+
     /// The problems found, with anything the environment supplied taken out of them.
     pub(super) fn into_errors(self) -> Vec<ConfigError> {
         let from_env = self.from_env;

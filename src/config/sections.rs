@@ -113,12 +113,13 @@ pub(super) fn checkpoint_store(
             let allowed = [&["type", "blob_name_case"], storage::KEYS].concat();
             let owner = "checkpoint store type \"azure_blob\"";
             section.finish(ctx, &allowed, CHECKPOINT_STORE_KEYS, owner);
-            let (storage, container) = storage?;
+            let (storage, container, proxy) = storage?;
             let Lookup::Present(blob_name_case) = case else {
                 return None;
             };
             Some(CheckpointStoreConfig::AzureBlob {
                 storage,
+                proxy,
                 container,
                 blob_name_case,
             })

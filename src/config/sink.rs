@@ -147,9 +147,10 @@ pub(super) fn parse(ctx: &mut Ctx, mut section: Section) -> Option<SinkConfig> {
                 section.size(ctx, "block_size", DEFAULT_BLOCK_SIZE, 64 * KIB..=100 * MIB);
             let allowed = [WINDOW_KEYS, FORMAT_KEYS, BLOB_KEYS, storage::KEYS].concat();
             section.finish(ctx, &allowed, KEYS, &format!("sink type \"{type_name}\""));
-            let (storage, container) = storage?;
+            let (storage, container, proxy) = storage?;
             Some(SinkKind::Blob {
                 storage,
+                proxy,
                 container,
                 path_format: path_format?,
                 format: format?,

@@ -9,6 +9,7 @@
 
 use super::credential;
 use super::reader::{Ctx, Entry, Lookup, Section};
+use crate::proxy::{self, NoProxy, ProxyRoute, HTTPS_PROXY_VARS, NO_PROXY_VARS};
 use crate::storage::{StorageAccount, StorageError};
 
 /// Storage keys, in the order they are documented.
@@ -20,10 +21,16 @@ pub(super) const KEYS: &[&str] = &[
     "account_url",
     "credential",
     "container",
+    "proxy",
 ];
 
-/// Reads the storage keys of `section`; returns the storage and the container name.
-pub(super) fn parse(ctx: &mut Ctx, section: &mut Section) -> Option<(StorageAccount, String)> {
+/// Reads the storage keys of `section`; returns the storage, the container name, and the proxy
+/// its requests go through.
+pub(super) fn parse(
+    ctx: &mut Ctx,
+    section: &mut Section,
+) -> Option<(StorageAccount, String, ProxyRoute)> {
+    let proxy = proxy_route(ctx, section);
     let (storage, container, entry) = account(ctx, section)?;
     if let Err(error) = storage.check(&container) {
         let message = match error {
@@ -33,7 +40,46 @@ pub(super) fn parse(ctx: &mut Ctx, section: &mut Section) -> Option<(StorageAcco
         ctx.error(&entry.key, entry.line, message);
         return None;
     }
-    Some((storage, container))
+    Some((storage, container, proxy?))
+}
+
+/// The HTTP proxy for Blob Storage requests: `proxy`, else `HTTPS_PROXY`; `NO_PROXY` bypasses
+/// either (as curl and the Azure SDKs do). Applied per account host when the client is built.
+fn proxy_route(ctx: &mut Ctx, section: &mut Section) -> Option<ProxyRoute> {
+    let no_proxy = ctx
+        .env_var(&NO_PROXY_VARS)
+        .map(|(_, list)| NoProxy::parse(&list))
+        .unwrap_or_default();
+    let (text, source, key, line) = match section.take("proxy") {
+        Some(entry) => {
+            let url = ctx.secret(&entry)?;
+            (
+                url.expose().to_owned(),
+                entry.key.clone(),
+                entry.key,
+                entry.line,
+            )
+        }
+        None => match ctx.env_var(&HTTPS_PROXY_VARS) {
+            Some((variable, url)) => (
+                url,
+                variable.to_owned(),
+                format!("environment variable {variable}"),
+                None,
+            ),
+            None => return Some(ProxyRoute::direct()),
+        },
+    };
+    match proxy::parse_proxy_url(&text, &source) {
+        Ok(proxy) => Some(ProxyRoute {
+            proxy: Some(proxy),
+            no_proxy,
+        }),
+        Err(problem) => {
+            ctx.error(&key, line, problem);
+            None
+        }
+    }
 }
 
 /// The storage account, its container, and the key that chose the account.

@@ -1,6 +1,7 @@
 //! Whole-document tests of [`parse`]: defaults, every kind of section, error formatting.
 
 use super::*;
+use crate::proxy::ProxyRoute;
 use crate::secret::Secret;
 use crate::sink::format::FileFormat;
 use crate::sink::Codec;
@@ -180,6 +181,7 @@ fn blob_store_and_blob_sink_take_every_storage_form() {
         storage,
         container,
         blob_name_case,
+        ..
     } = config.checkpoint_store
     else {
         panic!("expected a blob store");
@@ -194,6 +196,7 @@ fn blob_store_and_blob_sink_take_every_storage_form() {
                 account_url: "https://acct.blob.core.windows.net".into(),
                 credential: CredentialSpec::WorkloadIdentity,
             },
+            proxy: crate::proxy::ProxyRoute::direct(),
             container: "capture".into(),
             path_format: path_format("{PartitionId}/{FirstSequenceNumber}"),
             format: FileFormat::Avro {
@@ -475,4 +478,120 @@ fn a_codec_or_key_of_another_format_is_named_as_such() {
         sink_format("type = \"stdout\"\nformat = \"jsonl\"\n").unwrap_err(),
         "hubcap.toml:5: [sink] format: not used by sink type \"stdout\""
     );
+}
+
+#[test]
+fn websockets_a_proxy_and_a_custom_endpoint() {
+    let text = format!(
+        "{}transport = \"amqp_websockets\"\n\
+         proxy = \"http://alice:hunter2@proxy.corp:3128\"\n\
+         custom_endpoint = \"sb://10.1.2.3:8443/\"\n",
+        minimal()
+    );
+    let config = parse_ok(&text);
+    let hub = &config.eventhub;
+    assert_eq!(hub.transport, Transport::AmqpWebSockets);
+    assert_eq!(hub.custom_endpoint, Some(("10.1.2.3".into(), Some(8443))));
+    let proxy = hub.proxy.proxy.as_ref().unwrap();
+    assert_eq!(proxy.address(), "proxy.corp:3128");
+    assert_eq!(proxy.source, "eventhub.proxy");
+    assert!(hub.ignored_proxy_variable.is_none());
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    // The default: AMQP, direct.
+    let config = parse_ok(&minimal());
+    assert_eq!(config.eventhub.transport, Transport::Amqp);
+    assert_eq!(config.eventhub.proxy, ProxyRoute::direct());
+}
+
+#[test]
+fn a_proxy_with_plain_amqp_is_an_error_and_bad_values_are_named() {
+    let text = format!("{}proxy = \"http://alice:hunter2@proxy:3128\"\n", minimal());
+    let error = parse_err(&text);
+    assert!(
+        error.contains(
+            "hubcap.toml:3: [eventhub] proxy: a proxy needs transport = \"amqp_websockets\""
+        ),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
+    let cases = [
+        (
+            "transport = \"websockets\"",
+            "unknown transport \"websockets\"",
+        ),
+        (
+            "transport = \"amqp_websockets\"\nproxy = \"socks5://alice:hunter2@proxy:1080\"",
+            "unsupported proxy scheme \"socks5\"",
+        ),
+        ("custom_endpoint = \"10.0.0.1:0\"", "invalid port \"0\""),
+        (
+            "custom_endpoint = \"ftp://gateway\"",
+            "unknown scheme \"ftp\"",
+        ),
+        ("custom_endpoint = \"gw/path\"", "without a path"),
+    ];
+    for (lines, expected) in cases {
+        let error = parse_err(&format!("{}{lines}\n", minimal()));
+        assert!(error.contains(expected), "{lines}: {error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
+
+#[test]
+fn https_proxy_and_no_proxy_from_the_environment() {
+    let env = |name: &str| match name {
+        "HTTPS_PROXY" => Some("http://bob:s3cret@envproxy:8080".to_owned()),
+        "no_proxy" => Some(".internal.example,127.0.0.1".to_owned()),
+        _ => None,
+    };
+    let storage = "[checkpoint_store]\ntype = \"azure_blob\"\n\
+                   connection_string = \"UseDevelopmentStorage=true\"\ncontainer = \"ckpt\"\n";
+    // With plain AMQP the variable is not used for the connection, and start says so; Blob
+    // Storage uses it.
+    let config = parse(&format!("{}{storage}", minimal()), "x.toml", &env).unwrap();
+    assert_eq!(config.eventhub.ignored_proxy_variable, Some("HTTPS_PROXY"));
+    assert_eq!(config.eventhub.proxy, ProxyRoute::direct());
+    let CheckpointStoreConfig::AzureBlob { proxy, .. } = &config.checkpoint_store else {
+        panic!("expected a blob store");
+    };
+    assert_eq!(
+        proxy.for_host("acct.blob.core.windows.net").unwrap().source,
+        "HTTPS_PROXY"
+    );
+    assert!(proxy.for_host("127.0.0.1").is_none());
+    // With WebSockets the connection uses it, NO_PROXY included.
+    let text = format!("{}transport = \"amqp_websockets\"\n", minimal());
+    let config = parse(&text, "x.toml", &env).unwrap();
+    let route = &config.eventhub.proxy;
+    assert_eq!(
+        route
+            .for_host("ns.servicebus.windows.net")
+            .unwrap()
+            .address(),
+        "envproxy:8080"
+    );
+    assert!(route.for_host("ns.internal.example").is_none());
+    // A [checkpoint_store] proxy wins over the variable.
+    let text = format!("{}{storage}proxy = \"http://storeproxy:3128\"\n", minimal());
+    let config = parse(&text, "x.toml", &env).unwrap();
+    let CheckpointStoreConfig::AzureBlob { proxy, .. } = &config.checkpoint_store else {
+        panic!("expected a blob store");
+    };
+    assert_eq!(
+        proxy.proxy.as_ref().unwrap().source,
+        "checkpoint_store.proxy"
+    );
+    // An unusable variable is named, its value (a password) is not repeated.
+    let bad = |name: &str| match name {
+        "HTTPS_PROXY" => Some("https://bob:s3cret@envproxy:8080".to_owned()),
+        _ => None,
+    };
+    let text = format!("{}transport = \"amqp_websockets\"\n", minimal());
+    let error = parse(&text, "x.toml", &bad).unwrap_err().to_string();
+    assert!(
+        error.contains("environment variable HTTPS_PROXY"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
 }

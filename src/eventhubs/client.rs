@@ -9,7 +9,6 @@ use amqp_frame_guard::FrameGuard;
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::Connection;
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +16,8 @@ use tracing::{debug, info, warn};
 
 use super::auth::{renewal_time, CbsLink, Credential};
 use super::error::{reason, EventHubsError};
+use super::transport::{self, Route, Transport};
+use crate::proxy::ProxyRoute;
 use crate::recovery::Retry;
 
 /// Where and how to connect.
@@ -33,8 +34,16 @@ pub struct ClientSettings {
     pub event_hub: String,
     pub consumer_group: String,
     pub credential: Credential,
-    /// Bound on TCP connect + TLS + AMQP open + first put-token.
+    /// Bound on TCP connect + proxy tunnel + TLS + WebSocket upgrade + AMQP open + first
+    /// put-token.
     pub connect_timeout: Duration,
+    /// AMQP on its own port, or over WebSockets on 443.
+    pub transport: Transport,
+    /// Where to open TCP instead of `host:port` (a private endpoint, an application gateway);
+    /// TLS, the WebSocket `Host` and tokens still use `host`.
+    pub custom_endpoint: Option<(String, u16)>,
+    /// The HTTP proxy WebSockets go through, if any.
+    pub proxy: ProxyRoute,
 }
 
 impl ClientSettings {
@@ -43,9 +52,41 @@ impl ClientSettings {
         format!("sb://{}/{}", self.host, self.event_hub)
     }
 
+    /// The endpoint as logs and errors show it: where it is, and how it is reached.
     pub fn endpoint(&self) -> String {
-        let scheme = if self.tls { "amqps" } else { "amqp" };
-        format!("{scheme}://{}:{}", self.host, self.port)
+        let mut shown = match self.transport {
+            Transport::Amqp => {
+                let scheme = if self.tls { "amqps" } else { "amqp" };
+                format!("{scheme}://{}:{}", self.host, self.port)
+            }
+            Transport::AmqpWebSockets => {
+                let scheme = if self.tls { "wss" } else { "ws" };
+                format!(
+                    "{scheme}://{}:{}{}",
+                    self.host,
+                    self.port,
+                    amqp_websocket::PATH
+                )
+            }
+        };
+        let (dial_host, dial_port) = self.dial_address();
+        if self.custom_endpoint.is_some() {
+            shown.push_str(&format!(" at {dial_host}:{dial_port}"));
+        }
+        if self.transport == Transport::AmqpWebSockets {
+            if let Some(proxy) = self.proxy.for_host(dial_host) {
+                shown.push_str(&format!(" through proxy {}", proxy.address()));
+            }
+        }
+        shown
+    }
+
+    /// Where TCP connects: the custom endpoint if there is one, else the namespace.
+    pub fn dial_address(&self) -> (&str, u16) {
+        match &self.custom_endpoint {
+            Some((host, port)) => (host.as_str(), *port),
+            None => (self.host.as_str(), self.port),
+        }
     }
 }
 
@@ -149,10 +190,18 @@ impl EventHubClient {
             endpoint: endpoint.clone(),
             reason,
         };
-        let tcp = TcpStream::connect((self.settings.host.as_str(), self.settings.port))
-            .await
-            .map_err(|e| connect_error(reason(e)))?;
-        let _ = tcp.set_nodelay(true);
+        let (dial_host, dial_port) = self.settings.dial_address();
+        let stream = transport::open(Route {
+            namespace: &self.settings.host,
+            dial_host,
+            dial_port,
+            transport: self.settings.transport,
+            proxy: &self.settings.proxy,
+            tls: self.tls.as_ref(),
+            timeout: self.settings.connect_timeout,
+        })
+        .await
+        .map_err(connect_error)?;
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -164,24 +213,14 @@ impl EventHubClient {
             .sasl_profile(SaslProfile::Anonymous)
             .max_frame_size(1024 * 1024)
             .scheme("amqp");
-        // TLS first, then AMQP inside it: what the service and the official SDKs do. fe2o3 reads
-        // through a FrameGuard: fe2o3-amqp 0.18.4 panics on a frame whose size is below its
-        // 8-byte header and allocates whatever size a value declares; the guard fails the read
-        // instead (amqp-frame-guard says more).
-        let mut handle = match &self.tls {
-            Some(connector) => {
-                let server_name =
-                    rustls::pki_types::ServerName::try_from(self.settings.host.clone())
-                        .map_err(|e| connect_error(reason(e)))?;
-                let stream = connector
-                    .connect(server_name, tcp)
-                    .await
-                    .map_err(|e| connect_error(format!("TLS: {e}")))?;
-                builder.open_with_stream(FrameGuard::new(stream)).await
-            }
-            None => builder.open_with_stream(FrameGuard::new(tcp)).await,
-        }
-        .map_err(|e| connect_error(reason(e)))?;
+        // TLS first (and WebSockets inside it), then AMQP: what the service and the official
+        // SDKs do. fe2o3 reads through a FrameGuard: fe2o3-amqp 0.18.4 panics on a frame whose
+        // size is below its 8-byte header and allocates whatever size a value declares; the
+        // guard fails the read instead (amqp-frame-guard says more).
+        let mut handle = builder
+            .open_with_stream(FrameGuard::new(stream))
+            .await
+            .map_err(|e| connect_error(reason(e)))?;
         let mut cbs = CbsLink::attach(&mut handle).await?;
         let audience = self.settings.audience();
         let (token, token_type) = self.settings.credential.token_for(&audience).await?;

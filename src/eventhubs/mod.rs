@@ -2,6 +2,7 @@
 //! what the rest of hubcap uses is re-exported here, free of AMQP types.
 //!
 //! - `connection_string.rs` and `sas.rs`: credentials in the official formats.
+//! - `transport.rs`: the stream under AMQP (TCP or a proxy tunnel, TLS, WebSockets).
 //! - `client.rs`: one shared AMQP connection, reopened after it breaks, with its token renewal
 //!   (`auth.rs`).
 //! - `management.rs`: hub and partition properties.
@@ -18,6 +19,7 @@ mod management;
 mod receiver;
 mod sas;
 mod sender;
+mod transport;
 
 pub use auth::{Credential, TokenProvider};
 pub use client::{check_ca_file, ClientSettings, EventHubClient};
@@ -30,6 +32,7 @@ pub use management::{EventHubProperties, PartitionProperties};
 pub use receiver::{EventPosition, PartitionReceiver, ReceiverOptions};
 pub use sas::{expiry_of, SignedToken};
 pub use sender::{EventSender, OutgoingEvent, SendTarget};
+pub use transport::Transport;
 
 /// The AMQP layer itself, for the benchmarks that measure it (a raw fe2o3 receive loop, the
 /// decoder on its own). Not part of hubcap's API: these take and return fe2o3-amqp types and

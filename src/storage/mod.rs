@@ -37,6 +37,7 @@ use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 
+use crate::proxy::ProxyRoute;
 use endpoint::{Auth, Endpoint};
 
 /// Tries per request: the first and two retries.
@@ -121,23 +122,40 @@ impl std::fmt::Debug for BlobContainer {
 }
 
 impl BlobContainer {
-    /// A client for `container` in the account `storage` names. Does no I/O.
-    pub fn connect(storage: &StorageAccount, container: &str) -> Result<Self, StorageError> {
+    /// A client for `container` in the account `storage` names, through `proxy` unless
+    /// `NO_PROXY` names the account's host. Does no I/O.
+    pub fn connect(
+        storage: &StorageAccount,
+        container: &str,
+        proxy: &ProxyRoute,
+    ) -> Result<Self, StorageError> {
         let Endpoint {
             container_url,
             auth,
         } = Endpoint::resolve(storage, container)?;
-        let http_client = reqwest::Client::builder()
+        // reqwest would read HTTPS_PROXY itself; config already did, with NO_PROXY, so the
+        // proxy is set here explicitly or not at all.
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             // Ranged downloads need the bytes as stored.
             .no_gzip()
             .no_deflate()
-            .build()
-            .map_err(|err| StorageError::Config {
-                reason: format!("cannot build the HTTP client: {err}"),
-            })?;
+            .no_proxy();
+        if let Some(proxy) = proxy.for_host(container_url.host_str().unwrap_or_default()) {
+            let mut through =
+                reqwest::Proxy::all(proxy.url()).map_err(|_| StorageError::Config {
+                    reason: format!("proxy {} cannot be used", proxy.address()),
+                })?;
+            if let Some((user, password)) = &proxy.credentials {
+                through = through.basic_auth(user, password.expose());
+            }
+            builder = builder.proxy(through);
+        }
+        let http_client = builder.build().map_err(|err| StorageError::Config {
+            reason: format!("cannot build the HTTP client: {err}"),
+        })?;
         let mut client_options = ClientOptions {
             retry: RetryOptions::exponential(ExponentialRetryOptions {
                 initial_delay: azure_core::time::Duration::milliseconds(200),
@@ -585,7 +603,8 @@ mod tests {
         let storage = StorageAccount::ContainerUrl(crate::secret::Secret::new(
             "http://127.0.0.1:10000/devstoreaccount1/checkpoints?sv=2022-11-02&sig=S3CRET",
         ));
-        let container = BlobContainer::connect(&storage, "checkpoints").unwrap();
+        let container =
+            BlobContainer::connect(&storage, "checkpoints", &Default::default()).unwrap();
         let shown = format!("{container:?}");
         assert!(
             shown.contains("checkpoints") && !shown.contains("S3CRET"),

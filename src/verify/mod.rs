@@ -169,13 +169,17 @@ async fn scan_configured(
             scan_dir(path.clone(), path_format.clone(), partitions).await?,
         )),
         SinkKind::Blob {
-            storage, container, ..
+            storage,
+            proxy,
+            container,
+            ..
         } => {
-            let container =
-                BlobContainer::connect(storage, container).map_err(|error| VerifyError::Setup {
+            let container = BlobContainer::connect(storage, container, proxy).map_err(|error| {
+                VerifyError::Setup {
                     section: "sink",
                     reason: error.to_string(),
-                })?;
+                }
+            })?;
             let only = partitions
                 .as_deref()
                 .map_or(Partitions::All, Partitions::Only);
@@ -234,14 +238,16 @@ async fn read_checkpoints(config: &Config) -> Result<Vec<Checkpoint>, VerifyErro
         }
         CheckpointStoreConfig::AzureBlob {
             storage,
+            proxy,
             container,
             blob_name_case,
         } => {
-            let container =
-                BlobContainer::connect(storage, container).map_err(|error| VerifyError::Setup {
+            let container = BlobContainer::connect(storage, container, proxy).map_err(|error| {
+                VerifyError::Setup {
                     section: "checkpoint_store",
                     reason: error.to_string(),
-                })?;
+                }
+            })?;
             BlobCheckpointStore::new(container, scope, *blob_name_case)
                 .list_checkpoints()
                 .await

@@ -101,6 +101,9 @@ pub fn client_settings(addr: SocketAddr, credential: Credential) -> ClientSettin
         consumer_group: CONSUMER_GROUP.into(),
         credential,
         connect_timeout: STEP,
+        transport: hubcap::eventhubs::Transport::Amqp,
+        custom_endpoint: None,
+        proxy: hubcap::proxy::ProxyRoute::direct(),
     }
 }
 

@@ -547,7 +547,8 @@ async fn import_source(
             format!("EventProcessorHost leases in {}", dir.display()),
         )
     } else if let Some(container) = &args.legacy_container {
-        let CheckpointStoreConfig::AzureBlob { storage, .. } = &config.checkpoint_store else {
+        let CheckpointStoreConfig::AzureBlob { storage, proxy, .. } = &config.checkpoint_store
+        else {
             anyhow::bail!(
                 "--legacy-container reads the lease blobs with the [checkpoint_store] storage \
                  account, and this config's store is a file store: download the lease blobs to \
@@ -559,7 +560,7 @@ async fn import_source(
             Some(prefix) => format!("{prefix}/"),
             None => format!("{}/", config.eventhub.consumer_group),
         };
-        let blobs = crate::storage::BlobContainer::connect(storage, container)
+        let blobs = crate::storage::BlobContainer::connect(storage, container, proxy)
             .with_context(|| format!("container {container:?}"))?;
         let leases = legacy::read_blobs(&blobs, &prefix).await?;
         if leases.is_empty() {
